@@ -1,0 +1,1 @@
+"""roost bench: micro-benchmarks and an XMPP load generator."""
