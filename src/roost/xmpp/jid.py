@@ -121,12 +121,16 @@ def _parse(value: str) -> JID:
     )
 
 
+def _reason(exc: UnicodeError) -> str:
+    return str(getattr(exc, "reason", exc))
+
+
 def nodeprep(local: str) -> str:
     """Normalise a localpart (RFC 7622 §3.3)."""
     try:
         result: str = _LOCALPART.enforce(local)
     except UnicodeError as exc:
-        raise InvalidJID(f"invalid localpart {local!r}: {exc.reason}") from None
+        raise InvalidJID(f"invalid localpart {local!r}: {_reason(exc)}") from None
     if _LOCAL_FORBIDDEN.intersection(result):
         raise InvalidJID(f"invalid localpart {local!r}: contains a forbidden character")
     if len(result.encode()) > MAX_PART:
@@ -139,7 +143,7 @@ def resourceprep(resource: str) -> str:
     try:
         result: str = _RESOURCEPART.enforce(resource)
     except UnicodeError as exc:
-        raise InvalidJID(f"invalid resourcepart {resource!r}: {exc.reason}") from None
+        raise InvalidJID(f"invalid resourcepart {resource!r}: {_reason(exc)}") from None
     if len(result.encode()) > MAX_PART:
         raise InvalidJID("resourcepart longer than 1023 bytes")
     return result

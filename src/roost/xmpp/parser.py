@@ -70,9 +70,10 @@ class StreamOpen:
         return f"StreamOpen({{{self.xmlns}}}{self.name}, {self.attrs!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, StreamOpen)
-            and (self.name, self.xmlns, self.attrs) == (other.name, other.xmlns, other.attrs)
+        return isinstance(other, StreamOpen) and (self.name, self.xmlns, self.attrs) == (
+            other.name,
+            other.xmlns,
+            other.attrs,
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -207,6 +208,14 @@ class XMLStreamParser:
         return parser
 
     @property
+    def default_namespace(self) -> str | None:
+        """The default namespace the stream header declared (``jabber:client`` for c2s)."""
+        for prefix, uri in self._namespaces:
+            if not prefix:
+                return uri
+        return None
+
+    @property
     def depth(self) -> int:
         """1 between stanzas, more inside one, 0 before the header and after the close."""
         return self._depth
@@ -311,7 +320,9 @@ class XMLStreamParser:
             if self._root_name is not None:
                 raise StreamError("not-well-formed", "content after the end of the stream")
             if xmlns != self._stream_xmlns:
-                raise StreamError("invalid-namespace", f"the stream root must be in {self._stream_xmlns}")
+                raise StreamError(
+                    "invalid-namespace", f"the stream root must be in {self._stream_xmlns}"
+                )
             self._root_name = name
             self._depth = 1
             parser = self._expat
@@ -384,3 +395,20 @@ class XMLStreamParser:
 def _describe(exc: pyexpat.ExpatError) -> str:
     message = pyexpat.ErrorString(exc.code) if exc.code is not None else str(exc)
     return f"{message} at line {exc.lineno}, column {exc.offset}"
+
+
+def parse_element(data: str | bytes, xmlns: str = ns.CLIENT) -> Element:
+    """Parse one complete element (stored XML, say) with the same rules as a stream.
+
+    The element is read as the child of a stream whose default namespace is ``xmlns``.
+    Raises :class:`StreamError` when it is not exactly one well-formed element.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    parser = XMLStreamParser(max_stanza=len(data) + 1)
+    events = parser.feed(f"<stream:stream xmlns='{xmlns}' xmlns:stream='{ns.STREAM}'>".encode())
+    events = parser.feed(data) + parser.feed(b"</stream:stream>")
+    elements = [e for e in events if isinstance(e, Element)]
+    if len(elements) != 1 or not isinstance(events[-1], StreamClose):
+        raise StreamError("not-well-formed", "expected exactly one element")
+    return elements[0]

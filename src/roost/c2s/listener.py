@@ -1,0 +1,116 @@
+"""Client listeners: accept connections, and sweep them for timeouts and hibernation.
+
+Timers are not per connection. One sweep a second walks every connection of the listener and
+applies the time-based rules: unauthenticated connections past ``auth_timeout`` and silent
+ones past ``idle_timeout`` are closed with ``<connection-timeout/>``; a whitespace keepalive
+(RFC 6120 §4.6.1) goes to connections that have been sent nothing for ``keepalive_interval``,
+which is how a dead peer is eventually noticed; and streams idle for ``hibernate_after``
+release their parser's buffers (see :mod:`roost.xmpp.parser`). A sweep over ten thousand
+connections costs a few milliseconds, far less than a timer per connection re-armed on every
+read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from roost.c2s.connection import C2SConnection
+from roost.c2s.session import C2SSession, State
+from roost.xmpp.errors import StreamError
+
+if TYPE_CHECKING:
+    from roost.core.server import Server
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0
+
+
+class C2SListener:
+    def __init__(self, server: Server, direct_tls: bool) -> None:
+        self._server = server
+        self.direct_tls = direct_tls
+        self.kind = "c2s_tls" if direct_tls else "c2s"
+        self.port = 0
+        self._sessions: dict[C2SConnection, C2SSession] = {}
+        self._aserver: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @classmethod
+    async def start(cls, server: Server, host: str, port: int, *, direct_tls: bool) -> C2SListener:
+        self = cls(server, direct_tls)
+        loop = asyncio.get_running_loop()
+        tls = server.tls_context if direct_tls else None
+        self._aserver = await loop.create_server(
+            lambda: C2SConnection(self._new_session, tls_context=tls),
+            host,
+            port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        self.port = self._aserver.sockets[0].getsockname()[1]
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        return self
+
+    def _new_session(self, connection: C2SConnection) -> C2SSession:
+        session = C2SSession(self._server, connection)
+        self._sessions[connection] = session
+        connection.on_close = self._forget
+        return session
+
+    def _forget(self, connection: C2SConnection) -> None:
+        self._sessions.pop(connection, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def sessions(self) -> list[C2SSession]:
+        return list(self._sessions.values())
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        config = self._server.config
+        auth_deadline = now - config.auth_timeout
+        idle_deadline = now - config.idle_timeout if config.idle_timeout > 0 else None
+        keepalive_deadline = now - config.keepalive_interval
+        hibernate_deadline = now - config.hibernate_after
+        try:
+            for connection, session in list(self._sessions.items()):
+                if connection.closing:
+                    continue
+                if session.state is not State.ESTABLISHED:
+                    if connection.connected_at < auth_deadline:
+                        session.stream_error(
+                            StreamError("connection-timeout", "authentication took too long")
+                        )
+                    continue
+                received = connection.last_received
+                if idle_deadline is not None and received < idle_deadline:
+                    session.stream_error(StreamError("connection-timeout", "idle too long"))
+                    continue
+                if connection.last_sent < keepalive_deadline:
+                    connection.write(b" ")
+                if received < hibernate_deadline:
+                    session.hibernate()
+        finally:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def stop_accepting(self) -> None:
+        if self._aserver is not None:
+            self._aserver.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def close_all(self) -> None:
+        """End every stream with <system-shutdown/> (RFC 6120 §4.9.3.22) and wait for them."""
+        for session in list(self._sessions.values()):
+            session.stream_error(StreamError("system-shutdown"))
+        if self._aserver is not None:
+            try:
+                await asyncio.wait_for(self._aserver.wait_closed(), timeout=5)
+            except TimeoutError:
+                log.warning("%s listener: some connections did not close in time", self.kind)

@@ -1,0 +1,660 @@
+"""The client session: one XMPP stream from negotiation to close (RFC 6120 §4-§7).
+
+Theory of operation. The connection hands over bytes; the session feeds them to the XML stream
+parser and handles the events in order. Stream negotiation is a table of
+``(state, element) -> handler`` (:data:`_NEGOTIATION`); an element the table does not list for
+the current state is a protocol violation and ends the stream with an error naming both.
+The states::
+
+    HEADER ──open──▶ FEATURES ──<starttls/>──▶ (TLS) ──▶ HEADER           (restart)
+                     FEATURES ──<auth/>──▶ SASL ──<success/>──▶ HEADER     (restart)
+                     FEATURES(authenticated) ──bind──▶ ESTABLISHED ──close──▶ CLOSED
+
+Handling an element may need I/O (reading credentials, storing an offline message). A handler
+then returns an awaitable, and the session queues the elements that follow until it
+completes: each client's stanzas are processed in the order sent, with no task per stanza and
+none at all on the synchronous fast path.
+
+Once established, every stanza gets its ``from`` stamped with the session's full JID
+(RFC 6120 §8.1.2.1), goes through the ``c2s.inbound`` hook (where the presence, roster and
+other modules act) and then to the router. Stanzas to the client pass the ``c2s.outbound``
+hook and are serialized once, into the connection's coalescing buffer.
+
+When the connection goes away, whatever complete stanzas the client had sent are still
+handled before the session is torn down (``c2s.closed``), so nothing it fully sent is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
+
+from roost.xmpp import errors, ns
+from roost.xmpp.element import Element
+from roost.xmpp.errors import StanzaError, StreamError
+from roost.xmpp.jid import JID, InvalidJID, nodeprep, parse_jid, resourceprep
+from roost.xmpp.parser import StreamClose, StreamOpen, XMLStreamParser
+from roost.xmpp.sasl import (
+    SASLFailure,
+    ScramExchange,
+    b64decode,
+    b64encode,
+    parse_plain,
+)
+
+if TYPE_CHECKING:
+    from roost.c2s.connection import C2SConnection
+    from roost.core.server import Server
+
+log = logging.getLogger(__name__)
+
+Pending = Awaitable[Any] | None
+
+MAX_AUTH_ATTEMPTS: Final = 3
+MAX_QUEUED: Final = 256  # queued stanzas before the session stops reading from the socket
+
+
+class State(Enum):
+    HEADER = "header"  # waiting for the client's stream header
+    FEATURES = "features"  # features sent; negotiating TLS, SASL or binding
+    SASL = "sasl"  # a SASL exchange is in progress
+    ESTABLISHED = "established"  # resource bound; stanzas flow
+    CLOSED = "closed"
+
+
+_STANZAS: Final = frozenset({"message", "presence", "iq"})
+
+
+class C2SSession:
+    """One client stream. Also the registry's route for its full JID (see roost.router)."""
+
+    __slots__ = (
+        "_auth_attempts",
+        "_busy",
+        "_conn",
+        "_finished",
+        "_header_sent",
+        "_held",
+        "_parser",
+        "_queue",
+        "_sasl",
+        "_server",
+        "authenticated",
+        "available",
+        "data",
+        "id",
+        "jid",
+        "presence",
+        "priority",
+        "state",
+        "username",
+    )
+
+    def __init__(self, server: Server, connection: C2SConnection) -> None:
+        self._server = server
+        self._conn = connection
+        self._parser = XMLStreamParser(max_stanza=server.config.max_stanza_size)
+        self._queue: deque[StreamOpen | Element | StreamClose] | None = None
+        self._busy = False
+        self._finished = False
+        self._held: list[Element] | None = None
+        self._header_sent = False
+        self._sasl: ScramExchange | str | None = None
+        self._auth_attempts = 0
+        self.state = State.HEADER
+        self.id = ""
+        self.authenticated = False
+        self.username: str | None = None  # bare JID string once authenticated
+        self.jid: JID = JID(None, server.config.domain)
+        self.available = False
+        self.priority = 0
+        self.presence: Element | None = None
+        self.data: dict[str, Any] = {}
+
+    # -- input from the connection -----------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        try:
+            events = self._parser.feed(data)
+        except StreamError as exc:
+            self.stream_error(exc)
+            return
+        if not events:
+            return
+        if self._busy:
+            assert self._queue is not None
+            self._queue.extend(events)
+            if len(self._queue) > MAX_QUEUED:
+                self._conn.pause_reading()
+            return
+        self._run(events)
+
+    def connection_lost(self, reason: str | None) -> None:
+        if reason:
+            log.debug("%s: connection lost: %s", self, reason)
+        # Unreachable from now on: stanzas for this resource must go elsewhere (other
+        # resources, offline storage) rather than into a dead socket.
+        if self.jid.resource is not None:
+            self._server.sessions.remove(self)
+        if not self._busy:
+            self._finish()
+        # else: the queue is still being worked through; _drain finishes the session.
+
+    # -- event processing --------------------------------------------------------------------
+
+    def _run(self, events: list[StreamOpen | Element | StreamClose]) -> None:
+        for i, event in enumerate(events):
+            pending = self._handle(event)
+            if pending is not None:
+                self._busy = True
+                self._queue = deque(events[i + 1 :])
+                asyncio.get_running_loop().create_task(self._drain(pending))
+                return
+            if self.state is State.CLOSED:
+                return
+
+    async def _drain(self, first: Awaitable[Any]) -> None:
+        queue = self._queue
+        assert queue is not None
+        pending: Pending = first
+        try:
+            while pending is not None:
+                try:
+                    await pending
+                except StreamError as exc:
+                    self.stream_error(exc)
+                except Exception:
+                    log.exception("%s: failed handling a stanza", self)
+                    self.stream_error(StreamError("internal-server-error"))
+                pending = None
+                while queue and pending is None and self.state is not State.CLOSED:
+                    pending = self._handle(queue.popleft())
+        finally:
+            self._busy = False
+            self._queue = None
+            if self._conn.closing or self.state is State.CLOSED:
+                self._finish()
+            else:
+                self._conn.resume_reading()
+
+    def _handle(self, event: StreamOpen | Element | StreamClose) -> Pending:
+        try:
+            if type(event) is Element:
+                if self.state is State.ESTABLISHED:
+                    return self._on_stanza(event)
+                return self._negotiate(event)
+            if type(event) is StreamOpen:
+                self._on_stream_open(event)
+            else:
+                self._on_stream_close()
+        except StreamError as exc:
+            self.stream_error(exc)
+        return None
+
+    # -- stream header and features (RFC 6120 §4.2-§4.3) -------------------------------------
+
+    def _on_stream_open(self, event: StreamOpen) -> None:
+        config = self._server.config
+        if self.state is not State.HEADER:
+            raise StreamError("not-well-formed", "a second stream header")
+        self.id = secrets.token_hex(8)
+        self._send_header(event.attrs.get("from"))
+        if event.name != "stream":
+            raise StreamError("invalid-namespace", "the root must be <stream:stream/>")
+        if self._parser.default_namespace != ns.CLIENT:
+            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        to = event.attrs.get("to", "")
+        try:
+            host = parse_jid(to).domain if to else ""
+        except InvalidJID:
+            host = ""
+        if host != config.domain:
+            raise StreamError("host-unknown", f"this server is {config.domain}")
+        version = event.attrs.get("version", "0.9")
+        try:
+            major = int(version.split(".", 1)[0])
+        except ValueError:
+            major = 0
+        if major < 1:
+            raise StreamError("unsupported-version", "XMPP 1.0 streams only")
+        self.state = State.FEATURES
+        features = self._features()
+        self._send(
+            b"<stream:features>"
+            + b"".join(child.to_bytes(ns.STREAM) for child in features.elements())
+            + b"</stream:features>"
+        )
+
+    def _send_header(self, client_from: str | None) -> None:
+        if self._header_sent:
+            return
+        self._header_sent = True
+        domain = self._server.config.domain
+        to = ""
+        if client_from:
+            try:
+                to = f" to='{parse_jid(client_from)}'"
+            except InvalidJID:
+                pass
+        self._send(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' id='{self.id}' "
+            f"from='{domain}'{to} version='1.0' xml:lang='en'>".encode()
+        )
+
+    def _features(self) -> Element:
+        features = Element("features", ns.STREAM)
+        config = self._server.config
+        if not self.authenticated:
+            if not self._conn.secure:
+                starttls = features.add("starttls", ns.TLS)
+                if config.require_tls:
+                    starttls.add("required")
+            if self._conn.secure or not config.require_tls:
+                mechanisms = features.add("mechanisms", ns.SASL)
+                for mechanism in self._mechanisms():
+                    mechanisms.add_text("mechanism", mechanism)
+            self._server.hooks.run("c2s.features.unauthenticated", features, self)
+        else:
+            features.add("bind", ns.BIND)
+            features.add("session", ns.SESSION).add("optional")
+            self._server.hooks.run("c2s.features", features, self)
+        return features
+
+    def _mechanisms(self) -> list[str]:
+        mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+        if self._conn.secure or self._server.config.allow_plain_without_tls:
+            mechanisms.append("PLAIN")
+        return mechanisms
+
+    def _on_stream_close(self) -> None:
+        # RFC 6120 §4.4: answer the closing tag with ours, then close the connection.
+        self.close()
+
+    # -- negotiation (table-driven) ----------------------------------------------------------
+
+    def _negotiate(self, element: Element) -> Pending:
+        handler = _NEGOTIATION.get((self.state, element.xmlns, element.name))
+        if handler is None:
+            if element.name in _STANZAS and element.xmlns == ns.CLIENT:
+                if self.authenticated:
+                    raise StreamError("not-authorized", "bind a resource first")
+                raise StreamError("not-authorized", "authenticate first")
+            raise StreamError(
+                "unsupported-stanza-type",
+                f"<{element.name} xmlns='{element.xmlns}'/> is not expected in state "
+                f"{self.state.value}",
+            )
+        return handler(self, element)
+
+    def _on_starttls(self, element: Element) -> None:
+        if self._conn.secure or self.authenticated:
+            raise StreamError("policy-violation", "TLS is already negotiated")
+        context = self._server.tls_context
+        if context is None:
+            self._send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>")
+            self.close()
+            return
+        self._send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self._conn.start_tls(context)
+        self._restart()
+
+    def _restart(self) -> None:
+        """RFC 6120 §5.4.3.3, §6.4.6: a new stream on the same connection.
+
+        Whatever the old parser had buffered or queued is dropped: bytes after <starttls/>
+        arrived in the clear and must not be trusted (the STARTTLS injection attack).
+        """
+        self._parser.reset()
+        if self._queue is not None:
+            self._queue.clear()
+        self._header_sent = False
+        self.state = State.HEADER
+
+    # -- SASL (RFC 6120 §6) ------------------------------------------------------------------
+
+    def _on_auth(self, element: Element) -> Pending:
+        if self.authenticated:
+            raise StreamError("policy-violation", "already authenticated")
+        if not self._conn.secure and self._server.config.require_tls:
+            return self._sasl_failure("encryption-required", "negotiate TLS first")
+        mechanism = element.attrs.get("mechanism", "")
+        if mechanism not in self._mechanisms():
+            return self._sasl_failure("invalid-mechanism", None)
+        text = element.text
+        self.state = State.SASL
+        if mechanism == "PLAIN":
+            self._sasl = "PLAIN"
+            if not text:
+                self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+                return None
+            return self._plain(text)
+        self._sasl = ScramExchange(mechanism)
+        if not text:
+            self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+            return None
+        return self._scram_first(self._sasl, text)
+
+    def _on_sasl_response(self, element: Element) -> Pending:
+        exchange = self._sasl
+        if exchange == "PLAIN":
+            return self._plain(element.text)
+        assert isinstance(exchange, ScramExchange)
+        if not exchange.username:
+            return self._scram_first(exchange, element.text)
+        try:
+            final = exchange.finish(b64decode(element.text))
+        except SASLFailure as exc:
+            return self._sasl_failure(exc.condition, exc.text)
+        return self._sasl_success(exchange.username, exchange.authzid, final)
+
+    def _on_sasl_abort(self, element: Element) -> Pending:
+        return self._sasl_failure("aborted", None)
+
+    async def _scram_first(self, exchange: ScramExchange, text: str) -> None:
+        try:
+            name = exchange.start(b64decode(text))
+            username = self._account(name)
+            credentials = None
+            if username is not None:
+                credentials = await self._server.auth.scram_credentials(
+                    username, exchange.mechanism
+                )
+            challenge = exchange.challenge(credentials)
+        except SASLFailure as exc:
+            await _done(self._sasl_failure(exc.condition, exc.text))
+            return
+        self._send(
+            f"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{b64encode(challenge)}"
+            "</challenge>".encode()
+        )
+
+    async def _plain(self, text: str) -> None:
+        try:
+            plain = parse_plain(b64decode(text))
+        except SASLFailure as exc:
+            await _done(self._sasl_failure(exc.condition, exc.text))
+            return
+        username = self._account(plain.authcid)
+        ok = username is not None and await self._server.auth.verify_plain(username, plain.password)
+        if not ok or username is None:
+            await _done(self._sasl_failure("not-authorized", None))
+            return
+        await _done(self._sasl_success(plain.authcid, plain.authzid, b""))
+
+    def _account(self, name: str) -> str | None:
+        """The bare JID a SASL user name stands for, or None if it cannot be a local user."""
+        try:
+            return f"{nodeprep(name)}@{self._server.config.domain}"
+        except InvalidJID:
+            return None
+
+    def _sasl_success(self, name: str, authzid: str, data: bytes) -> Pending:
+        username = self._account(name)
+        if username is None:
+            return self._sasl_failure("not-authorized", None)
+        if authzid:
+            # RFC 6120 §6.4.6: an authorization identity must be the user itself.
+            try:
+                if parse_jid(authzid).bare_str != username:
+                    return self._sasl_failure("invalid-authzid", None)
+            except InvalidJID:
+                return self._sasl_failure("invalid-authzid", None)
+        self._sasl = None
+        self.authenticated = True
+        self.username = username
+        self.jid = parse_jid(username)
+        payload = b64encode(data) if data else ""
+        self._send(
+            f"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{payload}</success>".encode()
+        )
+        log.info("%s: authenticated as %s", self._conn.peer, username)
+        self._restart()
+        return None
+
+    def _sasl_failure(self, condition: str, text: str | None) -> Pending:
+        self._sasl = None
+        self.state = State.FEATURES
+        body = f"<{condition}/>"
+        if text:
+            body += f"<text xml:lang='en'>{_escape(text)}</text>"
+        self._send(f"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{body}</failure>".encode())
+        if condition != "aborted":
+            self._auth_attempts += 1
+            if self._auth_attempts >= MAX_AUTH_ATTEMPTS:
+                self.stream_error(StreamError("policy-violation", "too many failed attempts"))
+        return None
+
+    # -- IQs before the session is established ----------------------------------------------
+
+    def _on_negotiation_iq(self, element: Element) -> Pending:
+        payload = element.first_child()
+        kind = element.attrs.get("type")
+        if (
+            self.authenticated
+            and payload is not None
+            and kind == "set"
+            and (payload.xmlns, payload.name) == (ns.BIND, "bind")
+        ):
+            return self._bind(element, payload)
+        if not self.authenticated:
+            # In-band registration (XEP-0077 §3) is the one thing allowed before SASL.
+            handled = self._server.hooks.fold("c2s.unauthenticated_iq", element, self)
+            if not isinstance(handled, Element):
+                return handled  # type: ignore[no-any-return]
+            raise StreamError("not-authorized", "authenticate first")
+        self._reply_error(element, errors.not_authorized("bind a resource first"))
+        return None
+
+    def _bind(self, iq: Element, bind: Element) -> Pending:
+        """RFC 6120 §7: bind the requested (or a generated) resource."""
+        requested = bind.find_text("resource", ns.BIND)
+        try:
+            resource = resourceprep(requested) if requested else _generated_resource()
+        except InvalidJID as exc:
+            self._reply_error(iq, errors.bad_request(str(exc)))
+            return None
+        jid = self.jid.with_resource(resource)
+        self.jid = jid
+        previous = self._server.sessions.add(self)
+        if previous is not None and isinstance(previous, C2SSession) and previous is not self:
+            # RFC 6120 §7.7.2.2: the older session of the same full JID is replaced.
+            previous.stream_error(StreamError("conflict", "replaced by a new session"))
+        self.state = State.ESTABLISHED
+        result = Element("iq", ns.CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
+        result.add("bind", ns.BIND).add_text("jid", str(jid))
+        self.send(result)
+        log.info("%s: bound %s", self._conn.peer, jid)
+        self._server.hooks.run("c2s.bound", self)
+        return None
+
+    # -- established stream ----------------------------------------------------------------
+
+    def _on_stanza(self, stanza: Element) -> Pending:
+        name = stanza.name
+        if name not in _STANZAS or stanza.xmlns != ns.CLIENT:
+            handled = self._server.hooks.fold("c2s.stream_element", stanza, self)
+            if not isinstance(handled, Element):
+                return handled  # type: ignore[no-any-return]
+            raise StreamError(
+                "unsupported-stanza-type", f"<{name} xmlns='{stanza.xmlns}'/> is not a stanza"
+            )
+        attrs = stanza.attrs
+        claimed = attrs.get("from")
+        if claimed is not None and claimed != str(self.jid) and claimed != self.jid.bare_str:
+            # RFC 6120 §8.1.2.1: a client may only speak for itself.
+            try:
+                valid = parse_jid(claimed) in (self.jid, self.jid.bare)
+            except InvalidJID:
+                valid = False
+            if not valid:
+                raise StreamError("invalid-from", "the 'from' address is not yours")
+        attrs["from"] = str(self.jid)
+        to = attrs.get("to")
+        if to is not None:
+            try:
+                parse_jid(to)
+            except InvalidJID as exc:
+                self._reply_error(stanza, errors.jid_malformed(str(exc)))
+                return None
+        if name == "iq" and not _valid_iq(stanza):
+            self._reply_error(stanza, errors.bad_request("invalid IQ"))
+            return None
+        folded = self._server.hooks.fold("c2s.inbound", stanza, self)
+        if not isinstance(folded, Element):
+            return folded  # type: ignore[no-any-return]
+        if name == "iq" and folded.attrs.get("type") in ("get", "set"):
+            payload = folded.first_child()
+            if payload is not None and payload.xmlns == ns.SESSION and to is None:
+                # RFC 3921 session establishment: kept for old clients, a no-op here.
+                self.send(_iq_result(folded))
+                return None
+        return self._server.router.route(folded, self)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def deliver(self, stanza: Element) -> None:
+        """Route interface: send a stanza addressed to this session's client."""
+        if self.state is State.CLOSED:
+            return
+        held = self._held
+        if held is not None:
+            held.append(stanza)
+            return
+        out = self._server.hooks.fold("c2s.outbound", stanza, self)
+        if out is not None:
+            self._conn.write(out.to_bytes())
+
+    def emit(self, stanza: Element) -> None:
+        """Send through the outbound hooks even while deliveries are held."""
+        if self.state is State.CLOSED:
+            return
+        out = self._server.hooks.fold("c2s.outbound", stanza, self)
+        if out is not None:
+            self._conn.write(out.to_bytes())
+
+    def hold(self) -> None:
+        """Queue deliveries instead of sending them, until :meth:`release`.
+
+        Used while stored messages are replayed, so that live ones cannot overtake them.
+        """
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        held = self._held
+        self._held = None
+        if held:
+            for stanza in held:
+                self.deliver(stanza)
+
+    def send(self, stanza: Element) -> None:
+        """Send a stanza generated for this client (replies, pushes), bypassing hooks."""
+        if self.state is not State.CLOSED:
+            self._conn.write(stanza.to_bytes())
+
+    def _send(self, data: bytes) -> None:
+        self._conn.write(data)
+
+    def _reply_error(self, stanza: Element, error: StanzaError) -> None:
+        if stanza.attrs.get("type") == "error":
+            return
+        reply = error.reply_to(stanza)
+        reply.attrs.pop("from", None)
+        self.send(reply)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def stream_error(self, error: StreamError) -> None:
+        """Send a stream error and close (RFC 6120 §4.9)."""
+        if self.state is State.CLOSED:
+            return
+        log.info("%s: stream error %s", self._conn.peer, error)
+        if not self._header_sent:
+            self._send_header(None)
+        self._send(error.to_bytes() + b"</stream:stream>")
+        self.close()
+
+    def close(self) -> None:
+        """Close the stream from our side: closing tag, then the connection."""
+        if self.state is State.CLOSED:
+            return
+        if self._header_sent and not self._conn.closing:
+            self._send(b"</stream:stream>")
+        self._conn.close()
+        if not self._busy:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Tear down once, after every stanza the client sent has been handled."""
+        if self._finished:
+            return
+        self._finished = True
+        self.state = State.CLOSED
+        self._parser.close()
+        if self.jid.resource is not None:
+            self._server.sessions.remove(self)
+            if self.authenticated:
+                self._server.hooks.run("c2s.closed", self)
+        self.available = False
+
+    # -- housekeeping (called by the listener's sweeper) -----------------------------------------
+
+    def hibernate(self) -> bool:
+        return not self._busy and self._parser.hibernate()
+
+    @property
+    def connection(self) -> C2SConnection:
+        return self._conn
+
+    @property
+    def server(self) -> Server:
+        return self._server
+
+    def __repr__(self) -> str:
+        who = str(self.jid) if self.authenticated else self._conn.peer
+        return f"<C2SSession {who} {self.state.value}{' available' if self.available else ''}>"
+
+
+_NegotiationHandler = Callable[[C2SSession, Element], Pending]
+_NEGOTIATION: Final[dict[tuple[State, str, str], _NegotiationHandler]] = {
+    (State.FEATURES, ns.TLS, "starttls"): C2SSession._on_starttls,
+    (State.FEATURES, ns.SASL, "auth"): C2SSession._on_auth,
+    (State.SASL, ns.SASL, "response"): C2SSession._on_sasl_response,
+    (State.SASL, ns.SASL, "abort"): C2SSession._on_sasl_abort,
+    (State.FEATURES, ns.CLIENT, "iq"): C2SSession._on_negotiation_iq,
+}
+
+
+def _generated_resource() -> str:
+    return "roost-" + secrets.token_hex(6)
+
+
+def _valid_iq(iq: Element) -> bool:
+    # RFC 6120 §8.2.3: an id, a known type, and exactly one payload for get and set.
+    kind = iq.attrs.get("type")
+    if not iq.attrs.get("id") or kind not in ("get", "set", "result", "error"):
+        return False
+    if kind in ("get", "set"):
+        return sum(1 for _ in iq.elements()) == 1
+    return True
+
+
+def _iq_result(iq: Element) -> Element:
+    return Element("iq", ns.CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def _done(pending: Pending) -> None:
+    if pending is not None:
+        await pending

@@ -1,0 +1,135 @@
+"""The server: one roost node, from storage to listeners, started and stopped as a whole.
+
+:class:`Server` owns the parts every module reaches through it: ``config``, ``storage``,
+``auth``, ``hooks``, ``iq`` (the IQ handler tables), ``sessions`` (the session registry),
+``router`` and ``modules``. ``start()`` opens storage, starts the modules, then the listeners;
+``stop()`` reverses that, closing every stream with ``<system-shutdown/>`` first and flushing
+storage last, so that nothing accepted is lost on the way down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from roost import __version__
+from roost.c2s.listener import C2SListener
+from roost.c2s.tls import ensure_self_signed, server_context
+from roost.config import ServerConfig
+from roost.core.auth import Authenticator
+from roost.core.hooks import Hooks
+from roost.core.iq import IQTable
+from roost.core.module import Module, module_class
+from roost.router.registry import SessionRegistry
+from roost.router.router import Router
+from roost.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """One roost node. See the module docstring."""
+
+    def __init__(self, config: ServerConfig, storage: Storage | None = None) -> None:
+        self.config = config
+        self.version = __version__
+        self.storage = storage if storage is not None else open_storage(config.data_dir)
+        self.auth = Authenticator(self.storage, config.scram_iterations)
+        self.hooks = Hooks()
+        self.iq = IQTable()
+        self.sessions = SessionRegistry()
+        self.router = Router(self)
+        self.modules: dict[str, Module] = {}
+        self.tls_context: ssl.SSLContext | None = None
+        self.listeners: list[C2SListener] = []
+        self.started_at = 0.0
+        self._stopping = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work that belongs to no session (a disconnect's presence broadcast, say).
+
+        The task is tracked, its failure logged, and ``stop()`` waits for it, so nothing
+        started this way is lost or fails silently.
+        """
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    @property
+    def domain(self) -> str:
+        return self.config.domain
+
+    async def start(self) -> None:
+        config = self.config
+        self.started_at = time.time()
+        await self.storage.open()
+        try:
+            self.tls_context = self._tls_context()
+            for name in config.modules:
+                self.modules[name] = module_class(name)(self)
+            for module in self.modules.values():
+                module.start()
+            self.listeners.append(
+                await C2SListener.start(self, config.host, config.c2s_port, direct_tls=False)
+            )
+            if config.c2s_tls_port >= 0:
+                self.listeners.append(
+                    await C2SListener.start(self, config.host, config.c2s_tls_port, direct_tls=True)
+                )
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _tls_context(self) -> ssl.SSLContext:
+        config = self.config
+        if config.tls_cert is not None and config.tls_key is not None:
+            cert, key = config.tls_cert, config.tls_key
+        else:
+            cert, key = ensure_self_signed(config.data_dir / "tls", config.domain)
+        return server_context(cert, key)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The bound ports by listener kind (``c2s``, ``c2s_tls``)."""
+        return {listener.kind: listener.port for listener in self.listeners}
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for listener in self.listeners:
+            listener.stop_accepting()
+        for listener in self.listeners:
+            await listener.close_all()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        for module in reversed(list(self.modules.values())):
+            try:
+                module.stop()
+            except Exception:
+                log.exception("module %s failed to stop", module.name)
+        self.modules.clear()
+        await self.storage.close()
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "domain": self.domain,
+            "uptime": time.time() - self.started_at if self.started_at else 0.0,
+            "connections": sum(len(listener) for listener in self.listeners),
+            **self.router.statistics(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Server {self.domain} {self.ports} sessions={len(self.sessions)}>"

@@ -1,0 +1,128 @@
+"""Offline messages (XEP-0160): stored while the user has no available resource, delivered in
+order, with a XEP-0203 delay stamp, when a resource next becomes available.
+
+Storing. A chat or normal message that finds no available resource (RFC 6121 §8.5.2.2.1)
+comes here through the ``router.offline`` hook. It is stamped with
+``<delay xmlns='urn:xmpp:delay' from='domain' stamp='...'/>`` and appended to the user's queue.
+A message to an account that does not exist is bounced with ``<service-unavailable/>``
+(§8.5.1); a full queue bounces with ``<resource-constraint/>``, so a sender always learns
+that a message was not kept rather than losing it silently.
+
+Delivering. When a session sends initial presence, its live deliveries are held while the
+stored messages are read and written to it, then the held ones follow: the user sees stored
+and live messages in the order the server accepted them. Messages are deleted from storage
+after they were written to the client's stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+from roost.c2s.session import C2SSession
+from roost.core.hooks import Stop
+from roost.core.module import Module, register_module
+from roost.xmpp import errors, ns
+from roost.xmpp.element import Element
+from roost.xmpp.jid import JID
+from roost.xmpp.parser import parse_element
+
+# XEP-0334 hints that keep a message out of storage.
+_NO_STORE = ("no-store", "no-permanent-store")
+HINTS = "urn:xmpp:hints"
+CHAT_STATES = "http://jabber.org/protocol/chatstates"
+
+
+def delay_stamp(stamp: float) -> str:
+    """XEP-0082 date-time in UTC, as XEP-0203 wants it."""
+    moment = datetime.fromtimestamp(stamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def storable(stanza: Element) -> bool:
+    """Whether a message carries anything worth keeping (not just a chat state, not a hint)."""
+    has_content = False
+    for child in stanza.elements():
+        if child.xmlns == HINTS and child.name in _NO_STORE:
+            return False
+        if child.xmlns != CHAT_STATES:
+            has_content = True
+    return has_content
+
+
+@register_module
+class OfflineModule(Module):
+    name = "offline"
+    server_features = (ns.OFFLINE,)
+
+    def start(self) -> None:
+        self.hook("router.offline", self._store)
+        self.hook("c2s.available", self._on_available)
+
+    def _store(self, stanza: Element, to: JID) -> Any:
+        if not storable(stanza):
+            return None  # chat states and no-store hints are not kept (XEP-0085, XEP-0334)
+        return Stop(self._store_message(stanza, to))
+
+    async def _store_message(self, stanza: Element, to: JID) -> None:
+        storage = self.server.storage
+        user = to.bare_str
+        router = self.server.router
+        if not await storage.user_exists(user):
+            await _awaited(router.bounce(stanza, errors.service_unavailable()))
+            return
+        limit = self.server.config.offline_limit
+        if await storage.count_offline(user) >= limit:
+            await _awaited(
+                router.bounce(
+                    stanza, errors.resource_constraint("the recipient's offline storage is full")
+                )
+            )
+            return
+        now = time.time()
+        stored = stanza.shallow_copy()
+        stored.children.append(
+            Element(
+                "delay",
+                ns.DELAY,
+                {"from": self.server.domain, "stamp": delay_stamp(now)},
+                ["Offline Storage"],
+            )
+        )
+        await storage.store_offline(user, stored.to_str(), now, stanza.attrs.get("from", ""))
+
+    def _on_available(
+        self, pending: list[Awaitable[Any]], session: C2SSession
+    ) -> list[Awaitable[Any]]:
+        if session.priority >= 0:
+            pending.append(self._deliver(session))
+        return pending
+
+    async def _deliver(self, session: C2SSession) -> None:
+        storage = self.server.storage
+        user = session.jid.bare_str
+        session.hold()
+        try:
+            while True:
+                messages = await storage.fetch_offline(user, 500)
+                if not messages:
+                    break
+                for message in messages:
+                    try:
+                        stanza = parse_element(message.stanza)
+                    except errors.StreamError:
+                        self.log.warning("dropping an unreadable stored message for %s", user)
+                        continue
+                    session.emit(stanza)
+                await storage.delete_offline(user, [m.id for m in messages])
+                if len(messages) < 500:
+                    break
+        finally:
+            session.release()
+
+
+async def _awaited(awaitable: Awaitable[Any] | None) -> None:
+    if awaitable is not None:
+        await awaitable

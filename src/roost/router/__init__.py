@@ -1,0 +1,1 @@
+"""Delivery: the session registry and the routing rules of RFC 6121 §8."""
