@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="let anyone create an account in-band (XEP-0077)",
     )
+    parser.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="let clients authenticate without TLS (for benchmarks and trusted networks only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -83,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         c2s_tls_port=args.c2s_tls_port,
         log_level=args.log_level,
         registration=args.registration,
+        require_tls=not args.allow_plaintext,
+        allow_plain_without_tls=args.allow_plaintext,
     )
     try:
         run_loop(serve(config))
