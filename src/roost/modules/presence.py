@@ -125,6 +125,12 @@ class PresenceModule(Module):
         for route in self.server.sessions.routes(user):
             if route.available or route is session:
                 route.deliver(_readdressed(stanza, str(route.jid)))
+                if initial and route is not session:
+                    # The new resource learns about the user's other ones (as a user is
+                    # subscribed to itself).
+                    presence = getattr(route, "presence", None)
+                    if presence is not None:
+                        session.deliver(_readdressed(presence, str(session.jid)))
         if initial:
             probe_from = user
             for item in roster.items:

@@ -42,8 +42,9 @@ class RosterItem:
     subscription request awaiting an answer ("pending out"); ``pending_in`` an inbound request
     awaiting the user's approval, whose original presence stanza is kept in
     ``pending_in_stanza`` so that it can be delivered again at the next login (RFC 6121 §3.1.3).
-    ``approved`` is a subscription pre-approval (RFC 6121 §3.4). An item with subscription
-    ``none`` and only ``pending_in`` set is not shown in roster results (§3.1.3).
+    ``approved`` is a subscription pre-approval (RFC 6121 §3.4). ``in_roster`` is false for
+    an item created only to hold an inbound request: such an item is not shown in roster
+    results (§3.1.3) until the user adds the contact or approves the request.
     """
 
     jid: str
@@ -54,11 +55,12 @@ class RosterItem:
     approved: bool = False
     groups: tuple[str, ...] = ()
     pending_in_stanza: str | None = None
+    in_roster: bool = True
 
     @property
     def visible(self) -> bool:
         """Whether the item belongs in the roster the user sees (RFC 6121 §2.1.2)."""
-        return self.subscription != "none" or self.ask or not self.pending_in
+        return self.in_roster or self.subscription != "none" or self.ask
 
 
 @dataclass(slots=True, frozen=True)
