@@ -33,6 +33,18 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("presence_unavailable", self.presences.put_nowait)
         self.add_event_handler("presence_subscribe", self.subscriptions.put_nowait)
         self.add_event_handler("presence_subscribed", self.subscriptions.put_nowait)
+        self._roster_changed = asyncio.Event()
+        self.add_event_handler("roster_update", lambda _: self._roster_changed.set())
+
+    async def roster_until(self, condition: Callable[[], bool]) -> None:
+        """Wait (for roster pushes) until ``condition()`` holds."""
+
+        async def wait() -> None:
+            while not condition():
+                self._roster_changed.clear()
+                await self._roster_changed.wait()
+
+        await asyncio.wait_for(wait(), TIMEOUT)
 
     async def next_message(self) -> Any:
         return await asyncio.wait_for(self.messages.get(), TIMEOUT)

@@ -52,9 +52,7 @@ async def test_second_login_with_same_full_jid_replaces_the_first_with_conflict(
     jid = await roost_server.create_user("alice")
     first = await connect(f"{jid}/phone")
     errors: asyncio.Queue[str] = asyncio.Queue()
-    first.add_event_handler(
-        "stream_error", lambda error: errors.put_nowait(error["condition"])
-    )
+    first.add_event_handler("stream_error", lambda error: errors.put_nowait(error["condition"]))
     second = await connect(f"{jid}/phone")
     assert await asyncio.wait_for(errors.get(), TIMEOUT) == "conflict"
     await asyncio.wait_for(first.ended.wait(), TIMEOUT)

@@ -15,16 +15,10 @@ async def _subscribe_both_ways(alice: Client, bob: Client) -> None:
     alice.auto_authorize = True
     alice.send_presence_subscription(pto=bob.boundjid.bare)
     # bob approves automatically and asks back; alice approves that too.
-    await _until(lambda: alice.client_roster[bob.boundjid.bare]["subscription"] == "both")
-    await _until(lambda: bob.client_roster[alice.boundjid.bare]["subscription"] == "both")
-
-
-async def _until(condition: object) -> None:
-    async def poll() -> None:
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(poll(), TIMEOUT)
+    await alice.roster_until(
+        lambda: alice.client_roster[bob.boundjid.bare]["subscription"] == "both"
+    )
+    await bob.roster_until(lambda: bob.client_roster[alice.boundjid.bare]["subscription"] == "both")
 
 
 async def test_roster_set_is_pushed_to_every_resource_and_returned_by_get(
@@ -51,9 +45,7 @@ async def test_roster_set_is_pushed_to_every_resource_and_returned_by_get(
     assert set(result["roster"]["items"]) == {"carol@localhost"}
 
 
-async def test_roster_remove_pushes_removal(
-    roost_server: RunningServer, connect: Connect
-) -> None:
+async def test_roster_remove_pushes_removal(roost_server: RunningServer, connect: Connect) -> None:
     jid = await roost_server.create_user("alice")
     phone = await connect(f"{jid}/phone")
     await phone.get_roster()
@@ -161,7 +153,7 @@ async def test_subscription_request_waits_for_an_offline_user(
     alice = await connect(f"{alice_jid}/a")
     await alice.get_roster()
     alice.send_presence(pto=bob_jid, ptype="subscribe", pstatus="it's Alice")
-    await _until(lambda: alice.client_roster[bob_jid]["pending_out"])
+    await alice.roster_until(lambda: bool(alice.client_roster[bob_jid]["pending_out"]))
     bob = await connect(f"{bob_jid}/b")
     bob.auto_authorize = None  # leave the request unanswered
     bob.auto_subscribe = False

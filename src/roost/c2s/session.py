@@ -204,7 +204,7 @@ class C2SSession:
         config = self._server.config
         if self.state is not State.HEADER:
             raise StreamError("not-well-formed", "a second stream header")
-        self.id = secrets.token_hex(8)
+        self.id = secrets.token_hex(8)  # a new id for every stream, restarts included
         self._send_header(event.attrs.get("from"))
         if event.name != "stream":
             raise StreamError("invalid-namespace", "the root must be <stream:stream/>")
@@ -236,6 +236,8 @@ class C2SSession:
         if self._header_sent:
             return
         self._header_sent = True
+        if not self.id:
+            self.id = secrets.token_hex(8)
         domain = self._server.config.domain
         to = ""
         if client_from:
@@ -579,7 +581,7 @@ class C2SSession:
         log.info("%s: stream error %s", self._conn.peer, error)
         if not self._header_sent:
             self._send_header(None)
-        self._send(error.to_bytes() + b"</stream:stream>")
+        self._send(error.to_bytes())
         self.close()
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ class RawClient:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def next_event(self, timeout: float = DEFAULT_TIMEOUT) -> Event:
+    async def next_event(self, limit: float = DEFAULT_TIMEOUT) -> Event:
         async def read() -> Event:
             while not self.events:
                 if self.eof:
@@ -91,33 +91,35 @@ class RawClient:
                     raise AssertionError(f"the server sent bad XML: {exc}") from None
             return self.events.popleft()
 
-        return await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read(), limit)
 
-    async def next_element(self, timeout: float = DEFAULT_TIMEOUT) -> Element:
-        event = await self.next_event(timeout)
+    async def next_element(self, limit: float = DEFAULT_TIMEOUT) -> Element:
+        event = await self.next_event(limit)
         if not isinstance(event, Element):
             raise AssertionError(f"expected an element, got {event!r}")
         return event
 
     async def expect(
-        self, name: str, xmlns: str = ns.CLIENT, timeout: float = DEFAULT_TIMEOUT
+        self, name: str, xmlns: str = ns.CLIENT, limit: float = DEFAULT_TIMEOUT
     ) -> Element:
-        """The next element named ``name``, skipping others (presence, pushes ...)."""
+        """The next element named ``name``, skipping others (presence, pushes, headers ...)."""
         while True:
-            element = await self.next_element(timeout)
-            if element.name == name and element.xmlns == xmlns:
-                return element
+            event = await self.next_event(limit)
+            if isinstance(event, StreamClose):
+                raise AssertionError(f"the stream closed while waiting for <{name}/>")
+            if isinstance(event, Element) and event.name == name and event.xmlns == xmlns:
+                return event
 
-    async def stream_error(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+    async def stream_error(self, limit: float = DEFAULT_TIMEOUT) -> str:
         """Read until a stream error; return its condition."""
-        error = await self.expect("error", ns.STREAM, timeout)
+        error = await self.expect("error", ns.STREAM, limit)
         condition = next(
             (c.name for c in error.elements() if c.xmlns == ns.STREAMS and c.name != "text"),
             "",
         )
         return condition
 
-    async def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    async def closed(self, limit: float = DEFAULT_TIMEOUT) -> bool:
         """Read until the server closes the TCP connection; True when it did."""
 
         async def drain() -> None:
@@ -125,7 +127,7 @@ class RawClient:
                 pass
 
         try:
-            await asyncio.wait_for(drain(), timeout)
+            await asyncio.wait_for(drain(), limit)
         except (ConnectionError, ssl.SSLError):
             pass
         return True

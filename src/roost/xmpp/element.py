@@ -26,13 +26,19 @@ _XML_PREFIX: Final = "xml:"
 
 
 def escape_text(text: str) -> str:
-    """Escape character data (``&``, ``<``, ``>``)."""
+    """Escape character data (``&``, ``<``, ``>``, and carriage return).
+
+    A literal carriage return would reach the receiver as a line feed (XML 1.0 §2.11 end-of-line
+    handling), so it is written as a character reference.
+    """
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
     return text
 
 

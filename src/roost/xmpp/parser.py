@@ -36,10 +36,11 @@ at the end of a read) the parser simply stays awake.
 from __future__ import annotations
 
 import pyexpat
+import re
 from typing import Final
 
 from roost.xmpp import ns
-from roost.xmpp.element import Element
+from roost.xmpp.element import Element, escape_attr
 from roost.xmpp.errors import StreamError
 
 __all__ = ["Event", "StreamClose", "StreamOpen", "XMLStreamParser"]
@@ -54,6 +55,8 @@ TEXT_BUFFER: Final = 2048
 
 _SEP: Final = "\x1f"  # namespace separator: cannot appear in a namespace URI or a name
 _XML_NS_PREFIX: Final = ns.XML + _SEP
+_XML_SPACE: Final = " \t\r\n"  # XML 1.0 §2.3 S; str.isspace() also accepts U+00A0 and more
+_QNAME_END: Final = re.compile(rb"[\s/>]")
 
 
 class StreamOpen:
@@ -152,6 +155,7 @@ class XMLStreamParser:
         "_namespaces",
         "_priming",
         "_root_name",
+        "_root_qname",
         "_stack",
         "_stanza_start",
         "_stream_xmlns",
@@ -184,10 +188,14 @@ class XMLStreamParser:
         self._hibernating = False
         self._priming = False
         self._root_name: str | None = None
+        self._root_qname = ""
         self._namespaces: list[tuple[str | None, str]] = []
 
     def _new_expat(self) -> pyexpat.XMLParserType:
-        parser = pyexpat.ParserCreate(None, _SEP)
+        # XMPP streams are UTF-8 (RFC 6120 §11.6): an XML declaration naming another encoding
+        # is ignored rather than obeyed, so that a parser woken from hibernation (primed with a
+        # UTF-8 header) reads the stream exactly as the first one did.
+        parser = pyexpat.ParserCreate("UTF-8", _SEP)
         parser.buffer_text = True
         parser.buffer_size = TEXT_BUFFER
         parser.ordered_attributes = False
@@ -227,6 +235,11 @@ class XMLStreamParser:
             if not self._hibernating:
                 raise StreamError("not-well-formed", "the stream has already ended")
             parser = self._wake()
+        if self._root_name is None and b"\x00" in data:
+            # Expat would switch to UTF-16 on a byte order mark or on "<\0"; no UTF-8 XML
+            # contains a NUL byte.
+            self._expat = None
+            raise StreamError("unsupported-encoding", "XMPP streams are UTF-8 (RFC 6120 §11.6)")
         start = self._fed
         self._fed = start + len(data)
         try:
@@ -243,7 +256,16 @@ class XMLStreamParser:
                 self._expat = None
                 raise StreamError("policy-violation", "stanza too large")
         elif depth == 1:
-            self._at_boundary = self._ends_on_boundary(data, start)
+            if self._ends_on_boundary(data, start):
+                self._at_boundary = True
+                self._stanza_start = self._fed  # the next stanza starts after what was fed
+            else:
+                # Expat buffers a token it has not finished (a start tag, a comment) before
+                # any callback sees it: bound it like a stanza.
+                self._at_boundary = False
+                if self._fed - max(self._mark, self._stanza_start) > self._max_stanza:
+                    self._expat = None
+                    raise StreamError("policy-violation", "stanza too large")
         elif depth == 0 and self._root_name is None and self._fed > MAX_HEADER:
             self._expat = None
             raise StreamError("policy-violation", "stream header too large")
@@ -291,12 +313,13 @@ class XMLStreamParser:
 
     def _wake(self) -> pyexpat.XMLParserType:
         parser = self._new_expat()
-        prefix = next((p for p, uri in self._namespaces if uri == self._stream_xmlns), None)
-        root = f"{prefix}:stream" if prefix else "stream"
+        # The URIs are escaped: expat reported them with references expanded ("a&amp;b" as
+        # "a&b"); an undeclared default namespace (xmlns='') comes as None.
         decls = "".join(
-            f" xmlns:{p}='{uri}'" if p else f" xmlns='{uri}'" for p, uri in self._namespaces
+            f" {'xmlns:' + prefix if prefix else 'xmlns'}='{escape_attr(uri or '')}'"
+            for prefix, uri in self._namespaces
         )
-        header = f"<{root}{decls}>".encode()
+        header = f"<{self._root_qname}{decls}>".encode()
         self._expat = parser
         self._hibernating = False
         self._priming = True
@@ -307,6 +330,7 @@ class XMLStreamParser:
         finally:
             self._priming = False
         self._fed = len(header)
+        self._stanza_start = self._fed
         self._mark = -1
         return parser
 
@@ -331,6 +355,10 @@ class XMLStreamParser:
             self._mark = parser.CurrentByteIndex
             self._mark_is_header = True
             if not self._priming:
+                # The root's name as written (prefix included), which a woken parser must
+                # reopen for "</stream:stream>" to match; the start tag is still buffered.
+                context = parser.GetInputContext() or b""
+                self._root_qname = _QNAME_END.split(context[1:], 1)[0].decode()
                 self._events.append(StreamOpen(local, xmlns, attrs))
             return
         if depth >= self._max_depth:
@@ -365,7 +393,7 @@ class XMLStreamParser:
                 children[-1] += data
             else:
                 children.append(data)
-        elif self._depth == 1 and not data.isspace():
+        elif self._depth == 1 and data.strip(_XML_SPACE):
             # Whitespace between stanzas is a keepalive (RFC 6120 §4.6.1); text is not.
             raise StreamError("not-well-formed", "text is not allowed between stanzas")
 
