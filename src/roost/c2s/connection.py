@@ -127,8 +127,8 @@ class C2SConnection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         self._flusher = _flusher(loop)
         self.connected_at = self.last_received = self.last_sent = loop.time()
@@ -263,10 +263,13 @@ class C2SConnection(asyncio.Protocol):
             while True:
                 chunk = sslobj.read(_READ_CHUNK)
                 if not chunk:
+                    # An empty read is the peer's close_notify: answer it and close.
+                    self._send_raw_tls()
+                    self.close()
                     break
                 chunks.append(chunk)
         except ssl.SSLWantReadError:
-            pass
+            pass  # everything buffered has been read
         except ssl.SSLZeroReturnError:
             self._send_raw_tls()
             self.close()
