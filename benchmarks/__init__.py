@@ -1,0 +1,1 @@
+"""Benchmarks of roost; results and commands are recorded in docs/benchmarks.md."""
