@@ -185,6 +185,7 @@ async def test_a_client_that_vanishes_mid_stanza_loses_nothing_it_fully_sent(
     roost_server.server.hooks.add("c2s.closed", on_closed)
     bob = await _logged_in(roost_server, "bob")
     await bob.send("<presence/>")
+    await bob.expect("presence")  # bob is available once his own presence comes back
     alice = await _logged_in(roost_server, "alice")
     complete = b"".join(
         f"<message to='bob@localhost' type='chat' id='m{i}'><body>n{i}</body></message>".encode()
@@ -231,6 +232,7 @@ async def test_unauthenticated_connections_time_out_while_others_chat_on(
     alice = await _logged_in(roost_server, "alice")
     bob = await _logged_in(roost_server, "bob")
     await bob.send("<presence/>")
+    await bob.expect("presence")  # bob is available once his own presence comes back
     assert await loiterer.stream_error() == "connection-timeout"
     assert await loiterer.closed()
     await alice.send("<message to='bob@localhost' type='chat'><body>still here</body></message>")

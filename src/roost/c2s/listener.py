@@ -51,7 +51,7 @@ class C2SListener:
             backlog=4096,
         )
         self.port = self._aserver.sockets[0].getsockname()[1]
-        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._tick)
         return self
 
     def _new_session(self, connection: C2SConnection) -> C2SSession:
@@ -69,34 +69,37 @@ class C2SListener:
     def sessions(self) -> list[C2SSession]:
         return list(self._sessions.values())
 
-    def _sweep(self) -> None:
+    def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        try:
+            self.sweep(loop.time())
+        finally:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._tick)
+
+    def sweep(self, now: float) -> None:
+        """Apply the time-based rules as of ``now`` (the loop's clock); see the module doc."""
         config = self._server.config
         auth_deadline = now - config.auth_timeout
         idle_deadline = now - config.idle_timeout if config.idle_timeout > 0 else None
         keepalive_deadline = now - config.keepalive_interval
         hibernate_deadline = now - config.hibernate_after
-        try:
-            for connection, session in list(self._sessions.items()):
-                if connection.closing:
-                    continue
-                if session.state is not State.ESTABLISHED:
-                    if connection.connected_at < auth_deadline:
-                        session.stream_error(
-                            StreamError("connection-timeout", "authentication took too long")
-                        )
-                    continue
-                received = connection.last_received
-                if idle_deadline is not None and received < idle_deadline:
-                    session.stream_error(StreamError("connection-timeout", "idle too long"))
-                    continue
-                if connection.last_sent < keepalive_deadline:
-                    connection.write(b" ")
-                if received < hibernate_deadline:
-                    session.hibernate()
-        finally:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        for connection, session in list(self._sessions.items()):
+            if connection.closing:
+                continue
+            if session.state is not State.ESTABLISHED:
+                if connection.connected_at < auth_deadline:
+                    session.stream_error(
+                        StreamError("connection-timeout", "authentication took too long")
+                    )
+                continue
+            received = connection.last_received
+            if idle_deadline is not None and received < idle_deadline:
+                session.stream_error(StreamError("connection-timeout", "idle too long"))
+                continue
+            if connection.last_sent < keepalive_deadline:
+                connection.write(b" ")
+            if received < hibernate_deadline:
+                session.hibernate()
 
     def stop_accepting(self) -> None:
         if self._aserver is not None:

@@ -610,7 +610,12 @@ class C2SSession:
     # -- housekeeping (called by the listener's sweeper) -----------------------------------------
 
     def hibernate(self) -> bool:
+        """Release the parser's buffers while the stream is idle (see roost.xmpp.parser)."""
         return not self._busy and self._parser.hibernate()
+
+    @property
+    def hibernating(self) -> bool:
+        return self._parser.hibernating
 
     @property
     def connection(self) -> C2SConnection:

@@ -270,8 +270,10 @@ class XMLStreamParser:
             self._expat = None
             raise StreamError("policy-violation", "stream header too large")
         events = self._events
-        if events:
-            self._events = []
+        if not events:
+            # A new list: the caller may keep what it got, and the parser appends to its own.
+            return []
+        self._events = []
         return events
 
     def close(self) -> None:
