@@ -13,8 +13,9 @@ a tag or a stanza) and returns the events completed by those bytes:
 Problems are raised as :class:`~roost.xmpp.errors.StreamError` carrying the condition the
 server must answer with: ``not-well-formed`` for broken XML, ``restricted-xml`` for the
 constructs RFC 6120 §11.1 forbids (DTDs, entity declarations, processing instructions and
-comments), ``policy-violation`` for stanzas over the size limit or nested too deep, and
-``invalid-namespace`` for a root that is not a stream. After an error the parser is unusable.
+comments), ``policy-violation`` for stanzas over the size limit or nested too deep,
+``invalid-namespace`` for a root that is not a stream, and ``unsupported-encoding`` for a
+stream that is not UTF-8. After an error the parser is unusable.
 
 Expat (the C parser in the standard library) does the tokenizing, namespace resolution and
 UTF-8 decoding, including characters split across reads. Only the tree building happens in
@@ -359,7 +360,7 @@ class XMLStreamParser:
             if not self._priming:
                 # The root's name as written (prefix included), which a woken parser must
                 # reopen for "</stream:stream>" to match; the start tag is still buffered.
-                context = parser.GetInputContext() or b""
+                context = parser.GetInputContext() or b"<stream:stream"
                 self._root_qname = _QNAME_END.split(context[1:], 1)[0].decode()
                 self._events.append(StreamOpen(local, xmlns, attrs))
             return
