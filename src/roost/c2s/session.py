@@ -338,7 +338,7 @@ class C2SSession:
                 self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
                 return None
             return self._plain(text)
-        self._sasl = ScramExchange(mechanism)
+        self._sasl = ScramExchange(mechanism, self._server.config.scram_iterations)
         if not text:
             self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
             return None

@@ -132,12 +132,22 @@ def parse_plain(message: bytes) -> PlainCredentials:
 class ScramExchange:
     """One server-side SCRAM exchange. Steps: start → challenge → finish."""
 
-    __slots__ = ("_client_first", "_server", "authzid", "mechanism", "username")
+    __slots__ = (
+        "_client_first",
+        "_decoy_iterations",
+        "_server",
+        "authzid",
+        "mechanism",
+        "username",
+    )
 
-    def __init__(self, mechanism: str) -> None:
+    def __init__(self, mechanism: str, decoy_iterations: int = DEFAULT_ITERATIONS) -> None:
+        """``decoy_iterations`` should be what real accounts use, so that an unknown user's
+        challenge looks like a known one's."""
         if mechanism not in _HASHES:
             raise SASLFailure("invalid-mechanism", mechanism)
         self.mechanism = mechanism
+        self._decoy_iterations = decoy_iterations
         self.username = ""
         self.authzid = ""
         self._client_first = ""
@@ -200,7 +210,7 @@ class ScramExchange:
         name = _HASHES[self.mechanism]
         size = hashlib.new(name).digest_size
         return ScramCredentials(
-            self.mechanism, seed[:16], DEFAULT_ITERATIONS, seed[:size], seed[-size:]
+            self.mechanism, seed[:16], self._decoy_iterations, seed[:size], seed[-size:]
         )
 
 

@@ -36,7 +36,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from roost.bench.load.config import User
 from roost.bench.load.scan import (
@@ -112,6 +112,9 @@ class Handler:
 
     def presence(self, client: Client, element: bytes, now_ns: int) -> None:
         pass
+
+    def iq(self, client: Client, element: bytes) -> None:
+        """An IQ result or error (requests are answered by the client itself)."""
 
     def closed(self, client: Client, reason: str) -> None:
         pass
@@ -247,8 +250,8 @@ class Client(asyncio.Protocol):
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         if self._settings.direct_tls:
             self._start_tls()
         else:
@@ -313,7 +316,13 @@ class Client(asyncio.Protocol):
 
     def _other(self, element: bytes, now: int) -> None:
         if element.startswith(b"</"):
-            self.close()  # the server ended the stream; answer and go
+            # The server ended the stream: we close our side (after which the connection's
+            # loss is not reported again) and tell the scenario.
+            error = self._stream_error
+            self.close()
+            self.handler.closed(
+                self, f"stream error: {error}" if error else "the server closed the stream"
+            )
             return
         name = local_name(element)
         if name == b"message":  # a prefixed stanza: unusual, but legal
@@ -328,6 +337,8 @@ class Client(asyncio.Protocol):
     def _answer_iq(self, iq: bytes) -> None:
         kind = attribute(iq, b"type")
         if kind not in ("get", "set"):
+            if self._state == ONLINE:
+                self.handler.iq(self, iq)
             return
         ident = escape(attribute(iq, b"id") or "")
         sender = attribute(iq, b"from")

@@ -61,7 +61,12 @@ def to_text(result: LoadResult) -> str:
         )
     cpu = result.generator.get("cpu_share", {})
     if cpu:
-        shares = ", ".join(f"{phase} {share:.0%}" for phase, share in cpu.items())
+        # A phase of a few milliseconds has no meaningful CPU share.
+        shares = ", ".join(
+            f"{phase} {share:.0%}"
+            for phase, share in cpu.items()
+            if phase == "total" or result.durations.get(phase, 0) >= 0.05
+        )
         rss = result.generator.get("rss_bytes")
         tail = f"; RSS {_size(rss)}" if rss else ""
         lines.append(_row("generator", f"CPU (of one core): {shares}{tail}"))

@@ -81,6 +81,7 @@ class LoadRun:
         self._succeeded = 0
         self._registered: dict[str, int] = {"created": 0, "existing": 0}
         self._rss: dict[str, int | None] = {}
+        self._skipped: list[str] = []
         self.result = LoadResult(
             scenario=config.scenario,
             target=_target(config.host, config.port),
@@ -187,7 +188,7 @@ class LoadRun:
         skipped = len(self._users) - self._attempted
         if skipped:
             why = "interrupted" if self._stopping else f"the first {first} attempts all failed"
-            self.result.problems.append(f"{self.phase}: {skipped} clients not attempted ({why})")
+            self._skipped.append(f"{self.phase}: {skipped} clients not attempted ({why})")
 
     async def _register_one(self, index: int, user: User, settings: Settings) -> None:
         client = Client(index, user, settings, Handler(), register=True)
@@ -331,6 +332,7 @@ class LoadRun:
                 problems.append(f"subscribe: {listed}")
             else:
                 problems.append(f"{phase}: {failed} of {total} clients failed: {listed}")
+        problems.extend(self._skipped)
         if counts.failures and not result.durations.get("run"):
             problems.append("the scenario was not run")
         traffic = result.traffic
@@ -359,7 +361,8 @@ class LoadRun:
             result.failed_phase = "run" if result.durations.get("run") is not None else self.phase
         for phase in ("login", "run"):
             share = self._cpu.get(phase, 0.0)
-            if share > CPU_WARNING:
+            # Over a phase shorter than a second the share says little (start-up costs).
+            if share > CPU_WARNING and result.durations.get(phase, 0.0) >= 1.0:
                 result.warnings.append(
                     f"the generator used {share:.0%} of a core during {phase}: it may be the "
                     "bottleneck; use fewer clients per generator process"
@@ -369,6 +372,12 @@ class LoadRun:
             result.warnings.append(
                 f"the pacer fell behind: {pacer['achieved_rate']}/s of {pacer['target_rate']}/s, "
                 f"up to {pacer['max_lag_ms']} ms late"
+            )
+        if traffic.get("extra"):
+            result.warnings.append(
+                f"{traffic['extra']} presence notifications went to clients outside the rosters "
+                "this run set up (subscriptions left by an earlier run?): the server did more "
+                "fan-out than measured; use a fresh --user-prefix"
             )
         if traffic.get("stale"):
             result.warnings.append(

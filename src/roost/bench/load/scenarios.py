@@ -44,11 +44,12 @@ from typing import Any, Final
 
 from roost.bench.load.client import Client, Handler
 from roost.bench.load.config import LoadConfig
-from roost.bench.load.scan import attribute, error_condition
+from roost.bench.load.scan import attribute, error_condition, find_child, tag_end
 from roost.bench.load.stats import Counts, Latency
 
 BEHIND_S: Final = 0.1  # a send this late marks the open loop as fallen behind
 BEHIND_RATE: Final = 0.95  # as does achieving less than this share of the target rate
+_ROSTER_ID: Final = "lg-roster"
 
 
 class Scenario(Handler):
@@ -330,10 +331,13 @@ class Chat(Scenario):
 class _Contact:
     """A presence client's set-up progress."""
 
-    __slots__ = ("approved", "available", "contacts")
+    __slots__ = ("approved", "available", "contacts", "echoed", "members", "roster_read")
 
     def __init__(self, contacts: list[str]) -> None:
         self.contacts = contacts
+        self.members = frozenset(contacts)
+        self.echoed = False
+        self.roster_read = False
         self.approved: set[str] = set()
         self.available: set[str] = set()
 
@@ -345,7 +349,10 @@ class Presence(Scenario):
         super().__init__(config, counts)
         self.size = config.contacts()
         self._template = b"<presence><status>" + self._tag + b" %d %d %d</status></presence>"
-        self._pending: dict[int, list[Any]] = {}  # number -> [remaining, sender]
+        # number -> [contacts still to notify, sender, indexes of the contacts notified]
+        self._pending: dict[int, list[Any]] = {}
+        self._by_index: dict[int, Client] = {}
+        self.extra = 0  # notifications to clients that are not contacts (an earlier run's)
         self._next = 0
         self._limit = config.max_messages or math.inf
         self._pacer = Pacer(config.rate) if config.rate is not None else None
@@ -355,6 +362,10 @@ class Presence(Scenario):
         self._available = 0
         self._all_subscribed = asyncio.Event()
         self._all_available = asyncio.Event()
+        self._echoed = 0
+        self._all_echoed = asyncio.Event()
+        self._rosters = 0
+        self._all_rosters = asyncio.Event()
         self._expected = 0  # clients whose set-up must complete
         self.fanout = Latency()
 
@@ -366,25 +377,73 @@ class Presence(Scenario):
             near += [(i - d) % total for d in range(1, half + 1)]
             client.data = _Contact([clients[j].bare for j in near])
         self._expected = total
+        self._by_index = {client.index: client for client in clients}
+        # Servers deliver subscription requests to available resources only (RFC 6121
+        # §3.1.3), so every client is made available first; the server's echo of a client's
+        # own presence (§4.2.2) says it has been.
         for client in clients:
-            for contact in client.data.contacts:
-                client.send(f"<presence to='{contact}' type='subscribe'/>".encode())
-        await self._wait(self.config.setup_timeout, self._all_subscribed, self.gone, self.stopped)
+            client.send(b"<presence/>")
+        timeout = self.config.setup_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._wait(timeout, self._all_echoed, self.gone, self.stopped)
+        if not self._all_echoed.is_set():
+            self.warnings.append("not every client saw its own initial presence echoed")
+        # Subscriptions left by an earlier run stay: a server ignores 'subscribed' for a
+        # subscription that exists (§3.1.6), so each client reads its roster and asks only
+        # for what it lacks.
+        for client in clients:
+            client.send(
+                f"<iq type='get' id='{_ROSTER_ID}'><query xmlns='jabber:iq:roster'/></iq>".encode()
+            )
+        await self._wait(deadline - loop.time(), self._all_rosters, self.gone, self.stopped)
+        if not self._all_rosters.is_set():
+            missing = sum(1 for c in clients if not c.data.roster_read)
+            self.counts.fail("subscribe", f"{missing} clients got no roster within {timeout:g} s")
+            return
+        await self._wait(deadline - loop.time(), self._all_subscribed, self.gone, self.stopped)
         if not self._all_subscribed.is_set():
             missing = sum(1 for c in clients if len(c.data.approved) < self.size)
             self.counts.fail(
                 "subscribe",
                 f"{missing} clients did not get 'subscribed' from all {self.size} contacts "
-                f"within {self.config.setup_timeout:g} s",
+                f"within {timeout:g} s",
             )
             return
-        for client in clients:
-            client.send(b"<presence/>")
-        await self._wait(self.config.setup_timeout, self._all_available, self.gone, self.stopped)
+        await self._wait(deadline - loop.time(), self._all_available, self.gone, self.stopped)
         if not self._all_available.is_set():
             self.warnings.append(
                 "not every client saw all its contacts available before the measurement"
             )
+
+    def iq(self, client: Client, element: bytes) -> None:
+        state: _Contact | None = client.data
+        if state is None or state.roster_read or attribute(element, b"id") != _ROSTER_ID:
+            return
+        state.roster_read = True
+        if attribute(element, b"type") == "result":
+            at = find_child(element, b"item")
+            while at >= 0:
+                item = element[at : tag_end(element, at) + 1]
+                jid = attribute(item, b"jid")
+                if jid in state.members and attribute(item, b"subscription") in ("to", "both"):
+                    self._approved(state, jid)
+                at = find_child(element, b"item", at + 1)
+        for contact in state.contacts:
+            if contact not in state.approved:
+                client.send(f"<presence to='{contact}' type='subscribe'/>".encode())
+        self._rosters += 1
+        if self._rosters == self._expected:
+            self._all_rosters.set()
+
+    def _approved(self, state: _Contact, contact: str) -> None:
+        if contact in state.approved:
+            return
+        state.approved.add(contact)
+        if len(state.approved) == self.size:
+            self._subscribed += 1
+            if self._subscribed == self._expected:
+                self._all_subscribed.set()
 
     async def run(self) -> None:
         if self.counts.failed("subscribe"):
@@ -427,7 +486,7 @@ class Presence(Scenario):
     def _change(self, sender: Client, sent_ns: int) -> None:
         number = self._next
         self._next = number + 1
-        self._pending[number] = [self.size, sender]
+        self._pending[number] = [self.size, sender, set()]
         sender.send(self._template % (number, sender.index, sent_ns))
         counts = self.counts
         counts.sent += 1
@@ -446,25 +505,30 @@ class Presence(Scenario):
         self._setup(client, element)
 
     def _notified(self, client: Client, parts: list[bytes], now_ns: int) -> None:
-        if int(parts[2]) == client.index:
+        origin = int(parts[2])
+        if origin == client.index:
             return  # the server echoing the sender's own presence
-        number = int(parts[1])
-        entry = self._pending.get(number)
         counts = self.counts
-        if entry is None:
+        sender = self._by_index.get(origin)
+        state: _Contact = client.data
+        if sender is None or sender.bare not in state.members:
+            self.extra += 1  # a subscription this run did not set up
+            return
+        entry = self._pending.get(int(parts[1]))
+        if entry is None or client.index in entry[2]:
             counts.duplicates += 1
             return
         sent_ns = int(parts[3])
         counts.delivered += 1
         counts.last_delivery = now_ns
         self.latency.record_ns(now_ns - sent_ns)
+        entry[2].add(client.index)
         entry[0] -= 1
         if entry[0]:
             return
-        del self._pending[number]
+        del self._pending[int(parts[1])]
         self.fanout.record_ns(now_ns - sent_ns)
         if self.sending:
-            sender: Client = entry[1]
             if self._pacer is None and sender.online:
                 self._change(sender, time.monotonic_ns())
         elif not self._pending:
@@ -480,15 +544,18 @@ class Presence(Scenario):
             client.send(f"<presence to='{bare}' type='subscribed'/>".encode())
         elif kind == "error":
             self.counts.errors[f"presence error: {error_condition(element)}"] += 1
-        elif state is None or bare not in state.contacts:
+        elif state is None:
+            return
+        elif bare == client.bare:
+            if kind is None and not state.echoed:
+                state.echoed = True
+                self._echoed += 1
+                if self._echoed == self._expected:
+                    self._all_echoed.set()
+        elif bare not in state.members:
             return
         elif kind == "subscribed":
-            if bare not in state.approved:
-                state.approved.add(bare)
-                if len(state.approved) == self.size:
-                    self._subscribed += 1
-                    if self._subscribed == self._expected:
-                        self._all_subscribed.set()
+            self._approved(state, bare)
         elif kind is None and bare not in state.available:
             state.available.add(bare)
             if len(state.available) == self.size:
@@ -519,6 +586,7 @@ class Presence(Scenario):
             "delivered": counts.delivered,
             "lost": lost,
             "duplicates": counts.duplicates,
+            "extra": self.extra,
             "delivered_per_s": _per_second(counts.delivered, counts),
             "fanout_latency": self.fanout.summary(),
         }
