@@ -473,7 +473,7 @@ class C2SSession:
         result = Element("iq", ns.CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
         result.add("bind", ns.BIND).add_text("jid", str(jid))
         self.send(result)
-        log.info("%s: bound %s", self._conn.peer, jid)
+        log.debug("%s: bound %s", self._conn.peer, jid)
         self._server.hooks.run("c2s.bound", self)
         return None
 
@@ -578,7 +578,8 @@ class C2SSession:
         """Send a stream error and close (RFC 6120 §4.9)."""
         if self.state is State.CLOSED:
             return
-        log.info("%s: stream error %s", self._conn.peer, error)
+        quiet = error.condition in ("system-shutdown", "connection-timeout", "conflict")
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s: stream error %s", self, error)
         if not self._header_sent:
             self._send_header(None)
         self._send(error.to_bytes())

@@ -19,25 +19,19 @@ to the scenario by its first bytes: ``<message`` and ``<presence`` to the handle
 reason of the disconnect that follows. The clock is read once per socket read and shared by
 its stanzas.
 
-TLS is done with :class:`ssl.SSLObject` over memory BIOs rather than an asyncio TLS
-transport: that makes STARTTLS a mode switch of the same protocol, and keeps ten thousand
-idle TLS clients from each holding the transport's large read buffer. Certificates are not
-verified unless asked (servers under test usually have self-signed ones).
+TLS (:mod:`roost.bench.load.tls`) is a layer between the socket and the framer, so STARTTLS
+is a mode switch of the same protocol; SASL is in :mod:`roost.bench.load.sasl`.
 
-Writes are queued and flushed once per event-loop turn (:class:`Outbox`), so a client that
-sends several stanzas in one turn costs one system call (and one TLS record).
+Writes are queued and flushed once per event-loop turn (:class:`~.shared.Outbox`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import ssl
 import time
-from dataclasses import dataclass
 from typing import Any, Final, cast
 
+from roost.bench.load import sasl
 from roost.bench.load.config import User
 from roost.bench.load.scan import (
     Framer,
@@ -49,10 +43,11 @@ from roost.bench.load.scan import (
     error_condition,
     escape,
     find_child,
-    first_child_name,
     has_child,
     local_name,
 )
+from roost.bench.load.shared import Handler, LoginError, Settings, describe
+from roost.bench.load.tls import TlsError, TlsLayer
 
 # Login states. Plain ints: the state is tested on every read.
 HEADER: Final = 0  # waiting for the server's stream header
@@ -91,84 +86,6 @@ NS_STANZAS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
 _BIND_ID: Final = "lg-bind"
 _SESSION_ID: Final = "lg-session"
 _REGISTER_ID: Final = "lg-register"
-_AUTO_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256")
-_READ: Final = 64 * 1024
-
-
-class LoginError(Exception):
-    """A client could not log in (or register): in which phase, and why."""
-
-    def __init__(self, phase: str, reason: str) -> None:
-        super().__init__(f"{phase}: {reason}")
-        self.phase = phase
-        self.reason = reason
-
-
-class Handler:
-    """What a scenario is told about an online client. The defaults ignore everything."""
-
-    def message(self, client: Client, element: bytes, now_ns: int) -> None:
-        pass
-
-    def presence(self, client: Client, element: bytes, now_ns: int) -> None:
-        pass
-
-    def iq(self, client: Client, element: bytes) -> None:
-        """An IQ result or error (requests are answered by the client itself)."""
-
-    def closed(self, client: Client, reason: str) -> None:
-        pass
-
-
-class Outbox:
-    """Flushes every client written to during this event-loop turn, once."""
-
-    __slots__ = ("_dirty", "_loop", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._dirty: list[Client] = []
-        self._scheduled = False
-
-    def add(self, client: Client) -> None:
-        self._dirty.append(client)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        dirty = self._dirty
-        self._dirty = []
-        for client in dirty:
-            client.flush()
-
-
-@dataclass(slots=True)
-class Settings:
-    """What every client of a run shares."""
-
-    domain: str
-    outbox: Outbox
-    starttls: bool = False
-    direct_tls: bool = False
-    ssl_context: ssl.SSLContext | None = None
-    server_hostname: str | None = None  # for certificate verification
-    mechanism: str = "auto"
-    resource: str = "load"
-
-
-def make_ssl_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if verify:
-        if cafile:
-            context.load_verify_locations(cafile)
-        else:
-            context.load_default_certs()
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class Client(asyncio.Protocol):
@@ -177,20 +94,16 @@ class Client(asyncio.Protocol):
 
     __slots__ = (
         "_authenticated",
-        "_bio_in",
-        "_bio_out",
         "_framer",
-        "_handshaking",
         "_out",
         "_outbox",
         "_register",
-        "_scram",
-        "_scram_final_sent",
+        "_sasl",
         "_session_needed",
         "_settings",
-        "_ssl",
         "_state",
         "_stream_error",
+        "_tls",
         "_transport",
         "bare",
         "closed",
@@ -229,14 +142,10 @@ class Client(asyncio.Protocol):
         self._framer = Framer()
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
-        self._ssl: ssl.SSLObject | None = None
-        self._bio_in: ssl.MemoryBIO | None = None
-        self._bio_out: ssl.MemoryBIO | None = None
-        self._handshaking = False
+        self._tls: TlsLayer | None = None
         self._authenticated = False
         self._session_needed = False
-        self._scram: Any = None  # a scramp.ScramClient during a SCRAM exchange
-        self._scram_final_sent = False
+        self._sasl: sasl.Exchange | None = None
         self._stream_error: str | None = None
 
     @property
@@ -258,7 +167,7 @@ class Client(asyncio.Protocol):
             self._open_stream()
 
     def data_received(self, data: bytes) -> None:
-        if self._ssl is not None:
+        if self._tls is not None:
             data = self._decrypt(data)
             if not data:
                 return
@@ -370,8 +279,12 @@ class Client(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        if self._ssl is not None:
-            data = self._encrypt(data)
+        if self._tls is not None:
+            try:
+                data = self._tls.encrypt(data)
+            except TlsError as exc:
+                self._broken(str(exc))
+                return
         if data:
             transport.write(data)
 
@@ -384,12 +297,8 @@ class Client(asyncio.Protocol):
         self._state = CLOSING
         self.send(b"</stream:stream>")
         self.flush()
-        if self._ssl is not None:
-            try:
-                self._ssl.unwrap()
-            except ssl.SSLError:
-                pass
-            self._push_tls()
+        if self._tls is not None and self._transport is not None:
+            self._transport.write(self._tls.close())
         if self._transport is not None:
             self._transport.close()
 
@@ -405,9 +314,12 @@ class Client(asyncio.Protocol):
         self.close()
 
     def _broken(self, reason: str) -> None:
-        self._stream_error = reason
+        """The stream cannot go on (TLS failed, unreadable bytes): drop the connection."""
         if not self.done.done():
             self.done.set_exception(LoginError(self.phase, reason))
+        elif self._state == ONLINE:
+            self._state = CLOSING  # reported here, not again when the connection goes
+            self.handler.closed(self, reason)
         self.abort()
 
     # -- login ----------------------------------------------------------------------------
@@ -467,7 +379,7 @@ class Client(asyncio.Protocol):
 
     def _on_features(self, features: bytes) -> None:
         settings = self._settings
-        secure = self._ssl is not None
+        secure = self._tls is not None
         if settings.starttls and not secure:
             if not has_child(features, b"starttls"):
                 self.fail("the server does not offer STARTTLS")
@@ -507,85 +419,36 @@ class Client(asyncio.Protocol):
             else:
                 self.fail("the server offers no SASL mechanism")
             return
-        wanted = self._settings.mechanism
-        preference = _AUTO_MECHANISMS if wanted == "auto" else (wanted,)
-        mechanism = next((m for m in preference if m in offered), None)
-        if mechanism is None:
-            self.fail(f"no usable SASL mechanism (the server offers {', '.join(offered)})")
+        try:
+            mechanism = sasl.choose(offered, self._settings.mechanism)
+        except sasl.SaslError as exc:
+            self.fail(str(exc))
             return
-        user = self.user
-        if mechanism == "PLAIN":
-            payload = b"\0" + user.local.encode() + b"\0" + user.password.encode()
-        else:
-            from scramp import ScramClient  # only when a server lacks PLAIN
-
-            self._scram = ScramClient([mechanism], user.local, user.password)
-            payload = self._scram.get_client_first().encode()
-        self.send(
-            f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{_b64(payload)}</auth>".encode()
-        )
+        self._sasl = sasl.Exchange(mechanism)
+        payload = sasl.encode(self._sasl.initial(self.user.local, self.user.password))
+        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{payload}</auth>".encode())
 
     def _on_sasl(self, name: bytes, element: bytes) -> bool:
-        scram = self._scram
-        if name == b"success":
-            if scram is not None and not self._scram_final(element):
-                return False
-            self._authenticated = True
-            self._scram = None
-            return self._restart()
+        exchange = self._sasl
+        assert exchange is not None
         if name == b"failure":
-            condition = _sasl_condition(element)
-            self.fail(f"SASL failure: {condition}")
+            self.fail(f"SASL failure: {sasl.failure_reason(element)}")
             return False
-        if name == b"challenge":
-            if scram is None:
-                self.fail("unexpected SASL challenge")
+        if name not in (b"success", b"challenge"):
+            return False
+        try:
+            data = sasl.decode(element)
+            if name == b"challenge":
+                reply = exchange.challenge(data)
+                self.send(f"<response xmlns='{NS_SASL}'>{sasl.encode(reply)}</response>".encode())
                 return False
-            try:
-                data = _unb64(element)
-            except ValueError:
-                self.fail("undecodable SASL challenge")
-                return False
-            self._scram_step(data)
-        return False
-
-    def _scram_step(self, data: str) -> None:
-        from scramp import ScramException
-
-        scram = self._scram
-        try:
-            if not self._scram_final_sent:
-                scram.set_server_first(data)
-                reply = scram.get_client_final()
-                self._scram_final_sent = True
-            else:
-                # Some servers send the server-final message as a challenge and wait for an
-                # empty response before <success/>.
-                scram.set_server_final(data)
-                self._scram = None
-                reply = ""
-        except ScramException as exc:
-            self.fail(f"SCRAM: {exc}")
-            return
-        self.send(f"<response xmlns='{NS_SASL}'>{_b64(reply.encode())}</response>".encode())
-
-    def _scram_final(self, element: bytes) -> bool:
-        from scramp import ScramException
-
-        try:
-            data = _unb64(element)
-        except ValueError:
-            self.fail("undecodable SASL success data")
+            exchange.success(data)
+        except sasl.SaslError as exc:
+            self.fail(str(exc))
             return False
-        if not data:
-            self.fail("the server did not prove it knows the password (no SCRAM final)")
-            return False
-        try:
-            self._scram.set_server_final(data)
-        except ScramException as exc:
-            self.fail(f"SCRAM: {exc}")
-            return False
-        return True
+        self._authenticated = True
+        self._sasl = None
+        return self._restart()
 
     def _on_login_iq(self, iq: bytes) -> None:
         ident = attribute(iq, b"id")
@@ -616,10 +479,8 @@ class Client(asyncio.Protocol):
             self.jid_bytes = escape(jid).encode()
             if self._session_needed:
                 self._state = SESSION
-                self.send(
-                    f"<iq type='set' id='{_SESSION_ID}'><session xmlns='{NS_SESSION}'/></iq>"
-                    "".encode()
-                )
+                session = f"<iq type='set' id='{_SESSION_ID}'><session xmlns='{NS_SESSION}'/></iq>"
+                self.send(session.encode())
             else:
                 self._go_online()
         elif state == SESSION:
@@ -639,73 +500,46 @@ class Client(asyncio.Protocol):
         settings = self._settings
         assert settings.ssl_context is not None
         self._state = TLS_HANDSHAKE
-        self._bio_in = ssl.MemoryBIO()
-        self._bio_out = ssl.MemoryBIO()
-        self._ssl = settings.ssl_context.wrap_bio(
-            self._bio_in, self._bio_out, server_side=False, server_hostname=settings.server_hostname
-        )
-        self._handshaking = True
+        self._tls = TlsLayer(settings.ssl_context, settings.server_hostname)
         self._handshake()
 
     def _handshake(self) -> bool:
-        assert self._ssl is not None
+        """Advance the TLS handshake; once done, open the stream. True when done."""
+        tls = self._tls
+        assert tls is not None
         try:
-            self._ssl.do_handshake()
-        except ssl.SSLWantReadError:
-            self._push_tls()
+            done = tls.handshake()
+        except TlsError as exc:
+            self._write_raw(tls.outgoing())
+            self._broken(str(exc))
             return False
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            self._push_tls()
-            self._broken(f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
-            return False
-        self._handshaking = False
-        self._push_tls()
-        self._open_stream()
-        self.flush()
-        return True
+        self._write_raw(tls.outgoing())
+        if done:
+            self._open_stream()
+            self.flush()
+        return done
 
     def _decrypt(self, data: bytes) -> bytes:
-        sslobj = self._ssl
-        assert sslobj is not None
-        assert self._bio_in is not None
-        self._bio_in.write(data)
-        if self._handshaking and not self._handshake():
-            return b""
-        chunks: list[bytes] = []
+        tls = self._tls
+        assert tls is not None
+        if tls.handshaking:
+            tls.feed(data)
+            if not self._handshake():
+                return b""
+            data = b""
         try:
-            while True:
-                chunk = sslobj.read(_READ)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            self._push_tls()
-            if self._transport is not None:
-                self._transport.close()
-        except ssl.SSLError as exc:
-            self._broken(f"TLS error: {exc.reason or exc}")
+            plain, closed = tls.receive(data)
+        except TlsError as exc:
+            self._broken(str(exc))
             return b""
-        self._push_tls()
-        if not chunks:
-            return b""
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._write_raw(tls.outgoing())
+        if closed and self._transport is not None:
+            self._transport.close()
+        return plain
 
-    def _encrypt(self, data: bytes) -> bytes:
-        assert self._ssl is not None
-        assert self._bio_out is not None
-        try:
-            self._ssl.write(data)
-        except ssl.SSLError as exc:
-            self._broken(f"TLS error: {exc.reason or exc}")
-            return b""
-        return self._bio_out.read()
-
-    def _push_tls(self) -> None:
-        out = self._bio_out
-        if out is not None and out.pending and self._transport is not None:
-            self._transport.write(out.read())
+    def _write_raw(self, data: bytes) -> None:
+        if data and self._transport is not None:
+            self._transport.write(data)
 
     def __repr__(self) -> str:
         return f"<Client {self.index} {self.jid or self.bare} {self.phase}>"
@@ -721,35 +555,3 @@ def _session_required(features: bytes) -> bool:
             return not has_child(session, b"optional")
         at = find_child(features, b"session", at + 1)
     return False
-
-
-def _sasl_condition(failure: bytes) -> str:
-    condition = first_child_name(failure) or "unknown"
-    text = child_text(failure, b"text")
-    return f"{condition}: {text}" if text else condition
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode() if data else "="
-
-
-def _unb64(element: bytes) -> str:
-    """The base64 text content of a SASL element, decoded to a string."""
-    gt = element.find(b">")
-    if element[gt - 1 : gt] == b"/":
-        return ""
-    end = element.rfind(b"<")
-    text = element[gt + 1 : end].strip()
-    if text in (b"", b"="):
-        return ""
-    try:
-        return base64.b64decode(text, validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("bad base64") from None
-
-
-def describe(exc: BaseException) -> str:
-    """A short reason for a socket error: ``Connection refused`` rather than its repr."""
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__

@@ -28,18 +28,12 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
-from roost.bench.load.client import (
-    Client,
-    Handler,
-    LoginError,
-    Outbox,
-    Settings,
-    describe,
-    make_ssl_context,
-)
+from roost.bench.load.client import Client
 from roost.bench.load.config import LoadConfig, User
+from roost.bench.load.presence import Presence
 from roost.bench.load.result import LoadResult
-from roost.bench.load.scenarios import SCENARIOS, Scenario
+from roost.bench.load.scenarios import Chat, Idle, Scenario
+from roost.bench.load.shared import Handler, LoginError, Outbox, Settings, describe
 from roost.bench.load.stats import (
     CPU_WARNING,
     Counts,
@@ -49,9 +43,10 @@ from roost.bench.load.stats import (
     read_rss,
     rss_report,
 )
+from roost.bench.load.tls import make_context
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the server to close the streams we end
-PHASES = ("register", "login", "setup", "run", "drain", "close")
+SCENARIOS: dict[str, type[Scenario]] = {"idle": Idle, "chat": Chat, "presence": Presence}
 
 
 async def run_load(config: LoadConfig) -> LoadResult:
@@ -82,6 +77,7 @@ class LoadRun:
         self._registered: dict[str, int] = {"created": 0, "existing": 0}
         self._rss: dict[str, int | None] = {}
         self._skipped: list[str] = []
+        self._troubled: str | None = None
         self.result = LoadResult(
             scenario=config.scenario,
             target=_target(config.host, config.port),
@@ -91,7 +87,7 @@ class LoadRun:
         self._ssl_context: ssl.SSLContext | None = None
         if config.starttls or config.direct_tls:
             try:
-                self._ssl_context = make_ssl_context(config.verify, config.cafile)
+                self._ssl_context = make_context(config.verify, config.cafile)
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"cafile {config.cafile}: {exc}") from None
 
@@ -158,7 +154,7 @@ class LoadRun:
         self._begin("setup")
         await scenario.prepare(self.clients)
         self._end()
-        if self.counts.failed():
+        if self.counts.failed() or self._stopping:
             return
         self._begin("run")
         try:
@@ -214,11 +210,10 @@ class LoadRun:
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: client, host, port)
-        except TimeoutError:
-            self.counts.fail("connect", f"timed out after {timeout:g} s")
-            return None
-        except OSError as exc:
-            self.counts.fail("connect", describe(exc))
+        except (TimeoutError, OSError) as exc:
+            why = describe(exc) if isinstance(exc, OSError) else f"timed out after {timeout:g} s"
+            self.counts.fail("connect", why)
+            client.closed.set_result(None)  # never open, so nothing to wait for
             return None
         await asyncio.wait([client.done], timeout=max(deadline - loop.time(), 0))
         if not client.done.done():
@@ -254,6 +249,8 @@ class LoadRun:
         self.result.durations[self.phase] = share["wall_s"]
         self._cpu[self.phase] = share["share"]
         self._phase_started = None
+        if self._troubled is None and (self.counts.errors or self.counts.disconnects):
+            self._troubled = self.phase  # where the first error or disconnect happened
 
     async def _progress(self) -> None:
         report = self.config.progress
@@ -278,7 +275,7 @@ class LoadRun:
             detail = f"{what}, {failed} failed"
         else:
             detail = self.scenario.progress()
-            if phase in ("run", "drain"):
+            if phase in ("run", "drain") and self.scenario.name != "idle":
                 p99 = self.scenario.latency.percentile_us(99) / 1000
                 detail += f" ({rate:,.0f}/s, p99 {p99:.2f} ms)"
             if self.counts.errors:
@@ -336,18 +333,19 @@ class LoadRun:
         if counts.failures and not result.durations.get("run"):
             problems.append("the scenario was not run")
         traffic = result.traffic
+        where = self._troubled or "run"
         if counts.disconnects:
             why = [r for r in counts.errors if r.startswith("disconnected")]
             sample = "; ".join(f"{r.split(': ', 1)[1]} ({counts.errors[r]})" for r in why[:3])
-            problems.append(f"run: {counts.disconnects} clients disconnected: {sample}")
+            problems.append(f"{where}: {counts.disconnects} clients disconnected: {sample}")
         other = {r: n for r, n in counts.errors.items() if not r.startswith("disconnected")}
         if other:
             listed = "; ".join(f"{r} ({n})" for r, n in sorted(other.items(), key=lambda x: -x[1]))
-            problems.append(f"run: {sum(other.values())} errors: {listed}")
+            problems.append(f"{where}: {sum(other.values())} errors: {listed}")
         if traffic.get("lost"):
             problems.append(
-                f"run: {traffic['lost']} deliveries lost (not received within the "
-                f"{self.config.drain:g} s drain)"
+                f"run: {traffic['lost']} deliveries lost (sent but not received by the end "
+                "of the run and drain)"
             )
         if traffic.get("duplicates"):
             problems.append(f"run: {traffic['duplicates']} duplicate deliveries")
@@ -358,7 +356,7 @@ class LoadRun:
         if counts.failures:
             result.failed_phase = next(iter(counts.failures))
         elif result.problems:
-            result.failed_phase = "run" if result.durations.get("run") is not None else self.phase
+            result.failed_phase = where
         for phase in ("login", "run"):
             share = self._cpu.get(phase, 0.0)
             # Over a phase shorter than a second the share says little (start-up costs).

@@ -1,8 +1,13 @@
 """The three scenarios: what online clients do, and what is counted.
 
-**idle**: clients stay logged in for the duration and do nothing (beyond an initial
-``<presence/>`` unless turned off). What matters is what logging in cost: the login rate and,
-with a server PID, the server's memory per session.
+Every scenario starts with a set-up phase that is not measured: unless turned off, each client
+sends initial presence, and the measurement waits until the server has handled all of them
+(each client has received its own presence back, RFC 6121 §4.2.2). Otherwise the burst of
+work initial presence causes (roster loads, probes, offline messages) would land in the
+first second of the measurement and in its latency tail.
+
+**idle**: clients stay logged in for the duration and do nothing. What matters is what logging
+in cost: the login rate and, with a server PID, the server's memory per session.
 
 **chat**: 1:1 ``<message type='chat'>`` to a random online peer's full JID. The body is
 ``RUN NUMBER SENT_NS``: a per-run marker (so that a message stored offline by an earlier run
@@ -15,22 +20,11 @@ an error. What is still in flight after the drain is ``lost``.
   one when one of its messages is delivered (or bounces). Throughput is what the server
   sustains at that concurrency.
 * Open loop (``rate``): a pacer sends at a fixed rate, round-robin over the online clients,
-  whatever the server does. Each message carries the time it was *due*, so latency includes
-  any delay of the pacer; if the pacer falls behind (a send more than 100 ms after it was due,
-  or under 95% of the rate achieved) the result says so.
+  whatever the server does. A message sent late is stamped with the time it was *due* (see
+  :class:`Pacer`), so that latency includes the delay; if the pacer falls behind (a send more
+  than 100 ms after it was due, or under 95% of the rate achieved) the result says so.
 
-**presence**: every client gets ``roster_size`` contacts (the nearest clients on a ring, half on
-each side), with mutual subscriptions set up the standard way: each client sends
-``subscribe`` to its contacts and approves every ``subscribe`` it receives with
-``subscribed`` (RFC 6121 §3.1). It is complete when every client has ``subscribed`` from all
-its contacts (servers answer that also when the subscription already exists, so a re-run
-works). Then every client sends initial presence, and once each has seen its contacts
-available, the measured part starts: presence changes ``<presence><status>RUN NUMBER SENDER
-SENT_NS</status></presence>`` at ``rate`` (or closed loop: ``window`` changes per client whose
-fan-out is incomplete). Each change should reach every contact: a notification is a delivery
-(latency per notification), the last one completes the fan-out (``fanout_latency``).
-Notifications beyond the contacts (such as the sender's own echo, which servers send to the
-user's resources) are not counted.
+**presence**: see :mod:`roost.bench.load.presence`.
 """
 
 from __future__ import annotations
@@ -40,16 +34,18 @@ import math
 import random
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
-from roost.bench.load.client import Client, Handler
+from roost.bench.load.client import Client
 from roost.bench.load.config import LoadConfig
-from roost.bench.load.scan import attribute, error_condition, find_child, tag_end
+from roost.bench.load.scan import attribute, error_condition
+from roost.bench.load.shared import Handler
 from roost.bench.load.stats import Counts, Latency
 
-BEHIND_S: Final = 0.1  # a send this late marks the open loop as fallen behind
-BEHIND_RATE: Final = 0.95  # as does achieving less than this share of the target rate
-_ROSTER_ID: Final = "lg-roster"
+TICK: Final = 0.001  # the pacer's shortest sleep
+BEHIND_S: Final = 0.1  # a send this late marks the open loop as fallen behind...
+BEHIND_RATE: Final = 0.95  # ...as does achieving less than this share of the target rate
 
 
 class Scenario(Handler):
@@ -70,6 +66,8 @@ class Scenario(Handler):
         self.limit = asyncio.Event()  # max_messages reached
         self.drained = asyncio.Event()  # nothing in flight any more
         self._stale_online = False
+        self._awaiting: set[int] = set()  # clients whose initial presence is not echoed yet
+        self._available_all = asyncio.Event()
         self._tag = secrets.token_hex(4).encode()
         self._rng = random.Random(config.seed)
 
@@ -105,8 +103,37 @@ class Scenario(Handler):
 
     async def prepare(self, clients: list[Client]) -> None:
         if self.config.initial_presence:
-            for client in clients:
-                client.send(b"<presence/>")
+            await self._become_available(clients, self.config.setup_timeout)
+
+    async def _become_available(self, clients: list[Client], seconds: float) -> None:
+        """Send initial presence and wait until the server has handled it for every client.
+
+        The server's echo of a client's presence to the client itself (RFC 6121 §4.2.2) says
+        it is done. Waiting keeps the burst of work initial presence causes (roster loads,
+        probes, offline messages) out of the measurement.
+        """
+        self._awaiting = {client.index for client in clients}
+        for client in clients:
+            client.send(b"<presence/>")
+        await self._wait(seconds, self._available_all, self.gone, self.stopped)
+        if self._awaiting:
+            self.warnings.append(
+                f"{len(self._awaiting)} clients did not see their initial presence handled "
+                f"within {seconds:g} s; the measurement started anyway"
+            )
+        self._awaiting.clear()
+
+    def presence(self, client: Client, element: bytes, now_ns: int) -> None:
+        if self._awaiting:
+            self._echo(client, element)
+
+    def _echo(self, client: Client, element: bytes) -> None:
+        if client.index not in self._awaiting or attribute(element, b"type") is not None:
+            return
+        if (attribute(element, b"from") or "").split("/", 1)[0] == client.bare:
+            self._awaiting.discard(client.index)
+            if not self._awaiting:
+                self._available_all.set()
 
     async def run(self) -> None:
         await self._wait(self.config.duration, self.stopped, self.gone)
@@ -131,6 +158,38 @@ class Scenario(Handler):
             for waiter in waiters:
                 waiter.cancel()
 
+    async def _drive(self, send: Callable[[Client, int], None], pacer: Pacer | None) -> None:
+        """The measured part: closed loop (``window`` sends per client to start with, the
+        scenario sending more as they complete) or ``pacer``'s open loop."""
+        config = self.config
+        self.counts.first_send = time.monotonic_ns()
+        self.sending = True
+        if pacer is None:
+            for client in list(self.online):
+                for _ in range(config.window):
+                    if self.sending:
+                        send(client, time.monotonic_ns())
+            await self._wait(config.duration, self.stopped, self.gone, self.limit)
+        else:
+            turn = 0
+
+            def paced(number: int, stamp_ns: int) -> None:
+                nonlocal turn
+                online = self._live()
+                if not online:
+                    self.sending = False
+                    return
+                turn = turn + 1 if turn + 1 < len(online) else 0
+                send(online[turn], stamp_ns)
+
+            task = asyncio.ensure_future(pacer.run(self, paced, config.duration))
+            try:
+                await self._wait(config.duration, self.stopped, self.gone, self.limit)
+            finally:
+                self.sending = False
+                await task
+        self.sending = False
+
     def _stop_sending(self) -> None:
         self.sending = False
         self.limit.set()
@@ -148,7 +207,14 @@ class Scenario(Handler):
 
 
 class Pacer:
-    """Open loop: calls ``send(i, due_ns)`` ``rate`` times a second until stopped."""
+    """Open loop: calls ``send(i, stamp_ns)`` ``rate`` times a second until stopped.
+
+    The pacer wakes at most once a millisecond (shorter sleeps do not sleep at all on
+    uvloop, and would spin) and sends every message due by then. A message goes out stamped
+    with its due time when it is more than :data:`TICK` late, so that a stall of the generator
+    or of the server shows in the latency; within a tick it is stamped with the moment it is
+    sent, so that the timer's granularity does not.
+    """
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -156,28 +222,31 @@ class Pacer:
         self.max_lag = 0.0
         self.elapsed = 0.0
 
-    async def run(self, scenario: Scenario, send: Any, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / self.rate
-        start = loop.time()
-        start_ns = time.monotonic_ns()
+    async def run(
+        self, scenario: Scenario, send: Callable[[int, int], None], duration: float
+    ) -> None:
+        interval = 1e9 / self.rate  # ns
+        tick = round(TICK * 1e9)
+        start = time.monotonic_ns()
+        end = start + round(duration * 1e9)
         while scenario.sending:
-            now = loop.time()
-            if now >= deadline:
+            now = time.monotonic_ns()
+            if now >= end:
                 break
-            due = int((now - start) * self.rate) + 1 - self.sent
+            due = int((now - start) / interval) + 1 - self.sent
             if due > 0:
-                lag = now - (start + self.sent * interval)
+                lag = (now - start - self.sent * interval) / 1e9
                 if lag > self.max_lag:
                     self.max_lag = lag
                 for _ in range(due):
-                    send(self.sent, start_ns + round(self.sent * interval * 1e9))
+                    meant = start + round(self.sent * interval)
+                    send(self.sent, now if now - meant <= tick else meant)
                     self.sent += 1
                     if not scenario.sending:
                         break
-            delay = start + self.sent * interval - loop.time()
-            await asyncio.sleep(delay if delay > 0 else 0)
-        self.elapsed = loop.time() - start
+            delay = (start + self.sent * interval - time.monotonic_ns()) / 1e9
+            await asyncio.sleep(max(delay, TICK))
+        self.elapsed = (time.monotonic_ns() - start) / 1e9
 
     def summary(self) -> dict[str, Any]:
         achieved = self.sent / self.elapsed if self.elapsed > 0 else 0.0
@@ -210,41 +279,14 @@ class Chat(Scenario):
         self._next = 0
         self._limit = config.max_messages or math.inf
         self._pacer = Pacer(config.rate) if config.rate is not None else None
-        self._round_robin = 0
 
     async def run(self) -> None:
-        config = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.duration
-        self.counts.first_send = time.monotonic_ns()
-        self.sending = True
-        if self._pacer is None:
-            for client in list(self.online):
-                for _ in range(config.window):
-                    if self.sending:
-                        self._send(client, time.monotonic_ns())
-            await self._wait(config.duration, self.stopped, self.gone, self.limit)
-        else:
-            pacer = asyncio.ensure_future(self._pacer.run(self, self._paced, deadline))
-            try:
-                await self._wait(config.duration, self.stopped, self.gone, self.limit)
-            finally:
-                self.sending = False
-                await pacer
-        self.sending = False
+        await self._drive(self._send, self._pacer)
         if not self._in_flight:
             self.drained.set()
 
     async def drain(self) -> None:
         await self._wait(self.config.drain, self.drained, self.gone)
-
-    def _paced(self, number: int, due_ns: int) -> None:
-        online = self._live()
-        if not online:
-            self.sending = False
-            return
-        self._round_robin = (self._round_robin + 1) % len(online)
-        self._send(online[self._round_robin], due_ns)
 
     def _send(self, sender: Client, sent_ns: int) -> None:
         peer = self._peer(sender)
@@ -261,8 +303,9 @@ class Chat(Scenario):
             self._stop_sending()
 
     def message(self, client: Client, element: bytes, now_ns: int) -> None:
-        head = element.find(b">")
-        if b"error" in element[:head] and attribute(element, b"type") == "error":
+        if element.find(b"error", 0, element.find(b">")) >= 0 and (
+            attribute(element, b"type") == "error"
+        ):
             self._bounced(element)
             return
         body = element.find(b"<body")
@@ -271,10 +314,14 @@ class Chat(Scenario):
         start = element.find(b">", body) + 1
         parts = element[start : element.find(b"<", start)].split(b" ")
         counts = self.counts
-        if len(parts) != 3 or parts[0] != self._tag:
-            counts.stale += 1
+        try:
+            if len(parts) != 3 or parts[0] != self._tag:
+                raise ValueError
+            number = int(parts[1])
+            sent_ns = int(parts[2])
+        except ValueError:
+            counts.stale += 1  # not this run's (an earlier run's, stored offline)
             return
-        number = int(parts[1])
         sender = self._in_flight.pop(number, None)
         if sender is None:
             if number < self._next:
@@ -284,7 +331,7 @@ class Chat(Scenario):
             return
         counts.delivered += 1
         counts.last_delivery = now_ns
-        self.latency.record_ns(now_ns - int(parts[2]))
+        self.latency.record_ns(now_ns - sent_ns)
         self._completed(sender)
 
     def _completed(self, sender: Client) -> None:
@@ -321,284 +368,14 @@ class Chat(Scenario):
             "duplicates": counts.duplicates,
             "stale": counts.stale,
             "errors": sum(n for r, n in counts.errors.items() if r.startswith("message error")),
-            "delivered_per_s": _per_second(counts.delivered, counts),
+            "delivered_per_s": per_second(counts.delivered, counts),
         }
         if self._pacer is not None:
             data["pacer"] = self._pacer.summary()
         return data
 
 
-class _Contact:
-    """A presence client's set-up progress."""
-
-    __slots__ = ("approved", "available", "contacts", "echoed", "members", "roster_read")
-
-    def __init__(self, contacts: list[str]) -> None:
-        self.contacts = contacts
-        self.members = frozenset(contacts)
-        self.echoed = False
-        self.roster_read = False
-        self.approved: set[str] = set()
-        self.available: set[str] = set()
-
-
-class Presence(Scenario):
-    name = "presence"
-
-    def __init__(self, config: LoadConfig, counts: Counts) -> None:
-        super().__init__(config, counts)
-        self.size = config.contacts()
-        self._template = b"<presence><status>" + self._tag + b" %d %d %d</status></presence>"
-        # number -> [contacts still to notify, sender, indexes of the contacts notified]
-        self._pending: dict[int, list[Any]] = {}
-        self._by_index: dict[int, Client] = {}
-        self.extra = 0  # notifications to clients that are not contacts (an earlier run's)
-        self._next = 0
-        self._limit = config.max_messages or math.inf
-        self._pacer = Pacer(config.rate) if config.rate is not None else None
-        self._round_robin = 0
-        self._measuring = False
-        self._subscribed = 0
-        self._available = 0
-        self._all_subscribed = asyncio.Event()
-        self._all_available = asyncio.Event()
-        self._echoed = 0
-        self._all_echoed = asyncio.Event()
-        self._rosters = 0
-        self._all_rosters = asyncio.Event()
-        self._expected = 0  # clients whose set-up must complete
-        self.fanout = Latency()
-
-    async def prepare(self, clients: list[Client]) -> None:
-        total = len(clients)
-        half = self.size // 2
-        for i, client in enumerate(clients):
-            near = [(i + d) % total for d in range(1, half + 1)]
-            near += [(i - d) % total for d in range(1, half + 1)]
-            client.data = _Contact([clients[j].bare for j in near])
-        self._expected = total
-        self._by_index = {client.index: client for client in clients}
-        # Servers deliver subscription requests to available resources only (RFC 6121
-        # §3.1.3), so every client is made available first; the server's echo of a client's
-        # own presence (§4.2.2) says it has been.
-        for client in clients:
-            client.send(b"<presence/>")
-        timeout = self.config.setup_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self._wait(timeout, self._all_echoed, self.gone, self.stopped)
-        if not self._all_echoed.is_set():
-            self.warnings.append("not every client saw its own initial presence echoed")
-        # Subscriptions left by an earlier run stay: a server ignores 'subscribed' for a
-        # subscription that exists (§3.1.6), so each client reads its roster and asks only
-        # for what it lacks.
-        for client in clients:
-            client.send(
-                f"<iq type='get' id='{_ROSTER_ID}'><query xmlns='jabber:iq:roster'/></iq>".encode()
-            )
-        await self._wait(deadline - loop.time(), self._all_rosters, self.gone, self.stopped)
-        if not self._all_rosters.is_set():
-            missing = sum(1 for c in clients if not c.data.roster_read)
-            self.counts.fail("subscribe", f"{missing} clients got no roster within {timeout:g} s")
-            return
-        await self._wait(deadline - loop.time(), self._all_subscribed, self.gone, self.stopped)
-        if not self._all_subscribed.is_set():
-            missing = sum(1 for c in clients if len(c.data.approved) < self.size)
-            self.counts.fail(
-                "subscribe",
-                f"{missing} clients did not get 'subscribed' from all {self.size} contacts "
-                f"within {timeout:g} s",
-            )
-            return
-        await self._wait(deadline - loop.time(), self._all_available, self.gone, self.stopped)
-        if not self._all_available.is_set():
-            self.warnings.append(
-                "not every client saw all its contacts available before the measurement"
-            )
-
-    def iq(self, client: Client, element: bytes) -> None:
-        state: _Contact | None = client.data
-        if state is None or state.roster_read or attribute(element, b"id") != _ROSTER_ID:
-            return
-        state.roster_read = True
-        if attribute(element, b"type") == "result":
-            at = find_child(element, b"item")
-            while at >= 0:
-                item = element[at : tag_end(element, at) + 1]
-                jid = attribute(item, b"jid")
-                if jid in state.members and attribute(item, b"subscription") in ("to", "both"):
-                    self._approved(state, jid)
-                at = find_child(element, b"item", at + 1)
-        for contact in state.contacts:
-            if contact not in state.approved:
-                client.send(f"<presence to='{contact}' type='subscribe'/>".encode())
-        self._rosters += 1
-        if self._rosters == self._expected:
-            self._all_rosters.set()
-
-    def _approved(self, state: _Contact, contact: str) -> None:
-        if contact in state.approved:
-            return
-        state.approved.add(contact)
-        if len(state.approved) == self.size:
-            self._subscribed += 1
-            if self._subscribed == self._expected:
-                self._all_subscribed.set()
-
-    async def run(self) -> None:
-        if self.counts.failed("subscribe"):
-            return
-        config = self.config
-        loop = asyncio.get_running_loop()
-        self._measuring = True
-        self.sending = True
-        self.counts.first_send = time.monotonic_ns()
-        if self._pacer is None:
-            for client in list(self.online):
-                for _ in range(config.window):
-                    if self.sending:
-                        self._change(client, time.monotonic_ns())
-            await self._wait(config.duration, self.stopped, self.gone, self.limit)
-        else:
-            deadline = loop.time() + config.duration
-            pacer = asyncio.ensure_future(self._pacer.run(self, self._paced, deadline))
-            try:
-                await self._wait(config.duration, self.stopped, self.gone, self.limit)
-            finally:
-                self.sending = False
-                await pacer
-        self.sending = False
-        if not self._pending:
-            self.drained.set()
-
-    async def drain(self) -> None:
-        if self._measuring:
-            await self._wait(self.config.drain, self.drained, self.gone)
-
-    def _paced(self, number: int, due_ns: int) -> None:
-        online = self._live()
-        if not online:
-            self.sending = False
-            return
-        self._round_robin = (self._round_robin + 1) % len(online)
-        self._change(online[self._round_robin], due_ns)
-
-    def _change(self, sender: Client, sent_ns: int) -> None:
-        number = self._next
-        self._next = number + 1
-        self._pending[number] = [self.size, sender, set()]
-        sender.send(self._template % (number, sender.index, sent_ns))
-        counts = self.counts
-        counts.sent += 1
-        if counts.sent >= self._limit:
-            self._stop_sending()
-
-    def presence(self, client: Client, element: bytes, now_ns: int) -> None:
-        if self._measuring:
-            status = element.find(b"<status")
-            if status >= 0:
-                start = element.find(b">", status) + 1
-                parts = element[start : element.find(b"<", start)].split(b" ")
-                if len(parts) == 4 and parts[0] == self._tag:
-                    self._notified(client, parts, now_ns)
-                    return
-        self._setup(client, element)
-
-    def _notified(self, client: Client, parts: list[bytes], now_ns: int) -> None:
-        origin = int(parts[2])
-        if origin == client.index:
-            return  # the server echoing the sender's own presence
-        counts = self.counts
-        sender = self._by_index.get(origin)
-        state: _Contact = client.data
-        if sender is None or sender.bare not in state.members:
-            self.extra += 1  # a subscription this run did not set up
-            return
-        entry = self._pending.get(int(parts[1]))
-        if entry is None or client.index in entry[2]:
-            counts.duplicates += 1
-            return
-        sent_ns = int(parts[3])
-        counts.delivered += 1
-        counts.last_delivery = now_ns
-        self.latency.record_ns(now_ns - sent_ns)
-        entry[2].add(client.index)
-        entry[0] -= 1
-        if entry[0]:
-            return
-        del self._pending[int(parts[1])]
-        self.fanout.record_ns(now_ns - sent_ns)
-        if self.sending:
-            if self._pacer is None and sender.online:
-                self._change(sender, time.monotonic_ns())
-        elif not self._pending:
-            self.drained.set()
-
-    def _setup(self, client: Client, element: bytes) -> None:
-        """Subscription handshake and contacts' availability (not measured)."""
-        kind = attribute(element, b"type")
-        sender = attribute(element, b"from") or ""
-        bare = sender.split("/", 1)[0]
-        state: _Contact | None = client.data
-        if kind == "subscribe":
-            client.send(f"<presence to='{bare}' type='subscribed'/>".encode())
-        elif kind == "error":
-            self.counts.errors[f"presence error: {error_condition(element)}"] += 1
-        elif state is None:
-            return
-        elif bare == client.bare:
-            if kind is None and not state.echoed:
-                state.echoed = True
-                self._echoed += 1
-                if self._echoed == self._expected:
-                    self._all_echoed.set()
-        elif bare not in state.members:
-            return
-        elif kind == "subscribed":
-            self._approved(state, bare)
-        elif kind is None and bare not in state.available:
-            state.available.add(bare)
-            if len(state.available) == self.size:
-                self._available += 1
-                if self._available == self._expected:
-                    self._all_available.set()
-
-    def progress(self) -> str:
-        counts = self.counts
-        if not self._measuring:
-            return (
-                f"online {len(self._live())} subscribed {self._subscribed} "
-                f"available {self._available}"
-            )
-        return (
-            f"online {len(self._live())} changes {counts.sent} "
-            f"notifications {counts.delivered} pending {len(self._pending)}"
-        )
-
-    def summary(self) -> dict[str, Any]:
-        counts = self.counts
-        lost = sum(entry[0] for entry in self._pending.values())
-        data: dict[str, Any] = {
-            "mode": "closed loop" if self._pacer is None else "open loop",
-            "roster_size": self.size,
-            "changes": counts.sent,
-            "expected": counts.sent * self.size,
-            "delivered": counts.delivered,
-            "lost": lost,
-            "duplicates": counts.duplicates,
-            "extra": self.extra,
-            "delivered_per_s": _per_second(counts.delivered, counts),
-            "fanout_latency": self.fanout.summary(),
-        }
-        if self._pacer is not None:
-            data["pacer"] = self._pacer.summary()
-        return data
-
-
-def _per_second(delivered: int, counts: Counts) -> float:
+def per_second(delivered: int, counts: Counts) -> float:
     """Deliveries over the time from the first send to the last delivery."""
     span = (counts.last_delivery - counts.first_send) / 1e9
     return round(delivered / span, 1) if delivered and span > 0 else 0.0
-
-
-SCENARIOS: Final[dict[str, type[Scenario]]] = {"idle": Idle, "chat": Chat, "presence": Presence}
