@@ -31,6 +31,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from roost.bench.load.cli import register as register_load
+
 Registrar = Callable[[Any], None]
 
 
@@ -179,7 +181,7 @@ def register_run(subparsers: Any) -> None:
 
 
 # Sub-subcommands of 'roost bench', in help order. Append a registrar to add one.
-SUBCOMMANDS: list[Registrar] = [register_run]
+SUBCOMMANDS: list[Registrar] = [register_run, register_load]
 
 
 def register(subparsers: Any) -> None:
