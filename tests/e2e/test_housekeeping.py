@@ -38,12 +38,20 @@ async def test_an_idle_stream_hibernates_and_wakes_up_transparently(
     await bob.expect("presence")  # bob is available once his own presence comes back
     _sweep_at(roost_server, roost_server.server.config.hibernate_after + 1)
     assert _session(roost_server, "alice@localhost").hibernating
-    # A payload with a namespace of its own, split across two writes, after waking.
-    await alice.send("<message to='bob@localhost' type='chat'><body>after a nap</body>")
-    await alice.send("<x xmlns='urn:example:x'><y a='1'/></x></message>")
+    # A payload with a namespace of its own, after waking.
+    await alice.send(
+        "<message to='bob@localhost' type='chat'><body>after a nap</body>"
+        "<x xmlns='urn:example:x'><y a='1'/></x></message>"
+    )
     message = await bob.expect("message")
     assert message.find_text("body") == "after a nap"
     assert message.find("x", "urn:example:x") is not None
+    # Woken after a long sleep for one stanza, the stream dozes off again at once...
+    assert _session(roost_server, "alice@localhost").hibernating
+    # ...but a second wake-up soon after means it is busy: it stays awake.
+    await alice.send("<message to='bob@localhost' type='chat'><body>again</body></message>")
+    message = await bob.expect("message")
+    assert message.find_text("body") == "again"
     assert not _session(roost_server, "alice@localhost").hibernating
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from roost.c2s.connection import C2SConnection
 from roost.c2s.session import C2SSession, State
+from roost.core.memory import release_free_memory
 from roost.xmpp.errors import StreamError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+TRIM_AFTER = 256  # hibernations in one sweep that make returning memory to the OS worth it
 
 
 class C2SListener:
@@ -83,6 +85,7 @@ class C2SListener:
         idle_deadline = now - config.idle_timeout if config.idle_timeout > 0 else None
         keepalive_deadline = now - config.keepalive_interval
         hibernate_deadline = now - config.hibernate_after
+        hibernated = 0
         for connection, session in list(self._sessions.items()):
             if connection.closing:
                 continue
@@ -98,8 +101,11 @@ class C2SListener:
                 continue
             if connection.last_sent < keepalive_deadline:
                 connection.write(b" ")
-            if received < hibernate_deadline:
-                session.hibernate()
+            if received < hibernate_deadline and not session.hibernating and session.hibernate():
+                hibernated += 1
+        if hibernated >= TRIM_AFTER:
+            # Many streams just gave their buffers back; let the process shrink too.
+            release_free_memory()
 
     def stop_accepting(self) -> None:
         if self._aserver is not None:

@@ -80,6 +80,7 @@ class C2SSession:
         "_finished",
         "_header_sent",
         "_held",
+        "_woken_at",
         "_parser",
         "_queue",
         "_sasl",
@@ -103,6 +104,7 @@ class C2SSession:
         self._busy = False
         self._finished = False
         self._held: list[Element] | None = None
+        self._woken_at = 0.0
         self._header_sent = False
         self._sasl: ScramExchange | str | None = None
         self._auth_attempts = 0
@@ -121,11 +123,21 @@ class C2SSession:
     def data_received(self, data: bytes) -> None:
         if self.state is State.CLOSED:
             return
+        parser = self._parser
+        doze = False
+        if parser.hibernating:
+            # A stream that wakes up only now and then (a presence change, a ping) goes back
+            # to sleep at once; one woken again soon is busy and stays awake until the sweep.
+            now = self._conn.last_received
+            doze = now - self._woken_at > self._server.config.hibernate_after
+            self._woken_at = now
         try:
-            events = self._parser.feed(data)
+            events = parser.feed(data)
         except StreamError as exc:
             self.stream_error(exc)
             return
+        if doze:
+            parser.hibernate()
         if not events:
             return
         if self._busy:
@@ -612,7 +624,7 @@ class C2SSession:
 
     def hibernate(self) -> bool:
         """Release the parser's buffers while the stream is idle (see roost.xmpp.parser)."""
-        return not self._busy and self._parser.hibernate()
+        return self._parser.hibernate()
 
     @property
     def hibernating(self) -> bool:
