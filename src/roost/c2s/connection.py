@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Protocol
@@ -95,7 +94,6 @@ class C2SConnection(asyncio.Protocol):
         "last_received",
         "last_sent",
         "on_close",
-        "peer",
         "tls_version",
     )
 
@@ -120,7 +118,6 @@ class C2SConnection(asyncio.Protocol):
         self.connected_at = 0.0
         self.last_received = 0.0
         self.last_sent = 0.0
-        self.peer = ""
         self.tls_version: str | None = None
         self.on_close: Callable[[C2SConnection], None] | None = None
 
@@ -132,16 +129,9 @@ class C2SConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._flusher = _flusher(loop)
         self.connected_at = self.last_received = self.last_sent = loop.time()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            except OSError:
-                pass
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
+        # No socket options here: uvloop already sets TCP_NODELAY, dead peers are found by
+        # whitespace keepalives, and asking for the socket object would keep one per
+        # connection alive.
         if self._direct_tls is not None:
             self.start_tls(self._direct_tls)
         self._direct_tls = None
@@ -223,6 +213,13 @@ class C2SConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client, for logs (computed on demand, not stored)."""
+        transport = self._transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     @property
     def closing(self) -> bool:

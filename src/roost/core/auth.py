@@ -43,6 +43,8 @@ class Authenticator:
     async def create_user(self, jid: str, password: str) -> bool:
         """Create an account; False if it exists. Raises ValueError for a bad JID/password."""
         bare = parse_jid(jid).bare_str
+        if await self._storage.user_exists(bare):
+            return False  # answer a taken name without paying for two key derivations
         return await self._storage.create_user(bare, await self._credentials(password))
 
     async def set_password(self, jid: str, password: str) -> bool:
