@@ -396,3 +396,23 @@ async def test_concurrent_calls_each_get_their_own_result(storage: Storage) -> N
         storage.count_offline(ALICE),
     )
     assert list(results) == [True, False, False, True, "<vCard xmlns='vcard-temp'/>", 0]
+
+
+async def test_blocklist_block_unblock_and_unblock_all(storage: Storage) -> None:
+    await create(storage, ALICE)
+    assert await storage.get_blocklist(ALICE) == []
+    await storage.block(ALICE, [CAROL, BOB, "spam.example"])
+    await storage.block(ALICE, [BOB])  # again: no duplicate
+    assert await storage.get_blocklist(ALICE) == sorted([BOB, CAROL, "spam.example"])
+    await storage.unblock(ALICE, [CAROL])
+    assert await storage.get_blocklist(ALICE) == sorted([BOB, "spam.example"])
+    await storage.unblock(ALICE, None)
+    assert await storage.get_blocklist(ALICE) == []
+
+
+async def test_deleting_a_user_deletes_its_blocklist(storage: Storage) -> None:
+    await create(storage, ALICE)
+    await storage.block(ALICE, [BOB])
+    await storage.delete_user(ALICE)
+    await create(storage, ALICE)
+    assert await storage.get_blocklist(ALICE) == []

@@ -14,10 +14,14 @@ Modules take part through fold hooks, each given ``(stanza, to)`` and returning 
 continue with (the same or a changed one), ``None`` when they consumed it, or an awaitable
 when they took it over:
 
-``router.message``       a message to a local user, before delivery (blocking, archives)
+``router.to_user``       any stanza to a local user's JID, first (blocking)
+``router.message``       a message to a local user, before delivery (archives)
 ``router.presence``      a presence to a local user (subscription handling, probes)
 ``router.offline``       a chat/normal message to a user without available resources
 ``router.server_stanza`` a message or presence to the server itself
+
+and one notification, ``router.message_delivered`` ``(stanza, to, routes)``, after a message
+went to local resources (message carbons copy it to the others).
 
 Errors (unknown users, unknown IQ namespaces, unreachable domains) are bounced to the sender
 as error stanzas; an error stanza is never bounced, so errors cannot loop.
@@ -71,6 +75,12 @@ class Router:
             )
         if to.local is None:
             return self._to_server(stanza, to, origin)
+        hooks = self._hooks
+        if hooks.has("router.to_user"):
+            folded = hooks.fold("router.to_user", stanza, to)
+            if not isinstance(folded, Element):
+                return folded  # type: ignore[no-any-return]
+            stanza = folded
         name = stanza.name
         if name == "message":
             return self._message(stanza, to)
@@ -104,6 +114,7 @@ class Router:
             route = self.registry.get(to)
             if route is not None:
                 route.deliver(stanza)  # §8.5.3.1: a connected resource gets it
+                self._hooks.run("router.message_delivered", stanza, to, [route])
                 return None
             if kind not in ("normal", "chat"):
                 # §8.5.3.2.1: groupchat bounces; headline and error are dropped.
@@ -121,6 +132,7 @@ class Router:
                 targets = _highest_priority(targets)
             for route in targets:
                 route.deliver(stanza)
+            self._hooks.run("router.message_delivered", stanza, to, targets)
             return None
         if kind in ("normal", "chat"):
             # §8.5.2.2.1: stored for later when the offline module takes it (it also bounces

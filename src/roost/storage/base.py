@@ -162,3 +162,17 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def set_vcard(self, jid: str, vcard: str | None) -> None:
         """Store (or with None delete) a user's vCard."""
+
+    # -- blocking (XEP-0191) -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_blocklist(self, jid: str) -> list[str]:
+        """The JIDs the user blocks, sorted."""
+
+    @abc.abstractmethod
+    async def block(self, jid: str, items: list[str]) -> None:
+        """Add JIDs to the blocklist (already blocked ones are fine)."""
+
+    @abc.abstractmethod
+    async def unblock(self, jid: str, items: list[str] | None) -> None:
+        """Remove these JIDs from the blocklist, or every JID when ``items`` is None."""

@@ -167,6 +167,17 @@ class SQLiteStorage(Storage):
     async def set_vcard(self, jid: str, vcard: str | None) -> None:
         await self._write(_set_vcard, jid, vcard)
 
+    # -- blocking ----------------------------------------------------------------------------
+
+    async def get_blocklist(self, jid: str) -> list[str]:
+        return await self._read(_get_blocklist, jid)
+
+    async def block(self, jid: str, items: list[str]) -> None:
+        await self._write(_block, jid, list(items))
+
+    async def unblock(self, jid: str, items: list[str] | None) -> None:
+        await self._write(_unblock, jid, None if items is None else list(items))
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _read(
@@ -484,4 +495,28 @@ def _set_vcard(connection: sqlite3.Connection, owner: str, vcard: str | None) ->
     else:
         connection.execute(
             "INSERT OR REPLACE INTO vcard (owner, xml) VALUES (?, ?)", (owner, vcard)
+        )
+
+
+def _get_blocklist(connection: sqlite3.Connection, owner: str) -> list[str]:
+    rows = connection.execute(
+        "SELECT blocked FROM blocklist WHERE owner = ? ORDER BY blocked", (owner,)
+    )
+    return [str(row[0]) for row in rows]
+
+
+def _block(connection: sqlite3.Connection, owner: str, items: list[str]) -> None:
+    connection.executemany(
+        "INSERT OR IGNORE INTO blocklist (owner, blocked) VALUES (?, ?)",
+        [(owner, item) for item in items],
+    )
+
+
+def _unblock(connection: sqlite3.Connection, owner: str, items: list[str] | None) -> None:
+    if items is None:
+        connection.execute("DELETE FROM blocklist WHERE owner = ?", (owner,))
+    else:
+        connection.executemany(
+            "DELETE FROM blocklist WHERE owner = ? AND blocked = ?",
+            [(owner, item) for item in items],
         )
