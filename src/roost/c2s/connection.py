@@ -215,6 +215,14 @@ class C2SConnection(asyncio.Protocol):
             self._transport.abort()
 
     @property
+    def handler(self) -> ConnectionHandler | None:
+        return self._handler
+
+    def set_handler(self, handler: ConnectionHandler | None) -> None:
+        """Hand the connection to another session (stream resumption), or to nobody."""
+        self._handler = handler
+
+    @property
     def peer(self) -> str:
         """``host:port`` of the client, for logs (computed on demand, not stored)."""
         transport = self._transport

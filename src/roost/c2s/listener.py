@@ -36,7 +36,8 @@ class C2SListener:
         self.direct_tls = direct_tls
         self.kind = "c2s_tls" if direct_tls else "c2s"
         self.port = 0
-        self._sessions: dict[C2SConnection, C2SSession] = {}
+        # The session of a connection is its handler, which stream resumption may change.
+        self._connections: set[C2SConnection] = set()
         self._aserver: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -58,18 +59,15 @@ class C2SListener:
 
     def _new_session(self, connection: C2SConnection) -> C2SSession:
         session = C2SSession(self._server, connection)
-        self._sessions[connection] = session
-        connection.on_close = self._forget
+        self._connections.add(connection)
+        connection.on_close = self._connections.discard
         return session
 
-    def _forget(self, connection: C2SConnection) -> None:
-        self._sessions.pop(connection, None)
-
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._connections)
 
     def sessions(self) -> list[C2SSession]:
-        return list(self._sessions.values())
+        return [s for c in self._connections if isinstance(s := c.handler, C2SSession)]
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -86,8 +84,9 @@ class C2SListener:
         keepalive_deadline = now - config.keepalive_interval
         hibernate_deadline = now - config.hibernate_after
         hibernated = 0
-        for connection, session in list(self._sessions.items()):
-            if connection.closing:
+        for connection in list(self._connections):
+            session = connection.handler
+            if connection.closing or not isinstance(session, C2SSession):
                 continue
             if session.state is not State.ESTABLISHED:
                 if connection.connected_at < auth_deadline:
@@ -101,6 +100,7 @@ class C2SListener:
                 continue
             if connection.last_sent < keepalive_deadline:
                 connection.write(b" ")
+            session.sweep_sm()
             if received < hibernate_deadline and not session.hibernating and session.hibernate():
                 hibernated += 1
         if hibernated >= TRIM_AFTER:
@@ -116,7 +116,7 @@ class C2SListener:
 
     async def close_all(self) -> None:
         """End every stream with <system-shutdown/> (RFC 6120 §4.9.3.22) and wait for them."""
-        for session in list(self._sessions.values()):
+        for session in self.sessions():
             session.stream_error(StreamError("system-shutdown"))
         if self._aserver is not None:
             try:

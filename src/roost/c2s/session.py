@@ -34,6 +34,12 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.c2s.sm import (
+    StreamManagement,
+    failed,
+    parse_h,
+    sm_bytes,
+)
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.errors import StanzaError, StreamError
@@ -77,6 +83,7 @@ class C2SSession:
         "_auth_attempts",
         "_busy",
         "_conn",
+        "_detached",
         "_finished",
         "_header_sent",
         "_held",
@@ -84,6 +91,7 @@ class C2SSession:
         "_queue",
         "_sasl",
         "_server",
+        "_successor",
         "_woken_at",
         "authenticated",
         "available",
@@ -92,6 +100,7 @@ class C2SSession:
         "jid",
         "presence",
         "priority",
+        "sm",
         "state",
         "username",
     )
@@ -105,6 +114,9 @@ class C2SSession:
         self._finished = False
         self._held: list[Element] | None = None
         self._woken_at = 0.0
+        self._detached = False
+        self._successor: C2SSession | None = None
+        self.sm: StreamManagement | None = None
         self._header_sent = False
         self._sasl: ScramExchange | str | None = None
         self._auth_attempts = 0
@@ -151,6 +163,13 @@ class C2SSession:
     def connection_lost(self, reason: str | None) -> None:
         if reason:
             log.debug("%s: connection lost: %s", self, reason)
+        sm = self.sm
+        if sm is not None and sm.resume and self.state is State.ESTABLISHED:
+            # XEP-0198 §5: stay routable and keep queueing for the client to come back.
+            self._detached = True
+            loop_now = asyncio.get_running_loop().time()
+            self._server.resumption.detached(sm.id, loop_now + self._server.config.sm_timeout)
+            return
         # Unreachable from now on: stanzas for this resource must go elsewhere (other
         # resources, offline storage) rather than into a dead socket.
         if self.jid.resource is not None:
@@ -164,6 +183,10 @@ class C2SSession:
     def _run(self, events: list[StreamOpen | Element | StreamClose]) -> None:
         for i, event in enumerate(events):
             pending = self._handle(event)
+            if self._successor is not None:
+                # A resumed session took this connection over; what follows is its input.
+                self._successor._continue(events[i + 1 :])
+                return
             if pending is not None:
                 self._busy = True
                 self._queue = deque(events[i + 1 :])
@@ -188,19 +211,43 @@ class C2SSession:
                 pending = None
                 while queue and pending is None and self.state is not State.CLOSED:
                     pending = self._handle(queue.popleft())
+                    if self._successor is not None:
+                        self._successor._continue(list(queue))
+                        queue.clear()
+                        pending = None
         finally:
             self._busy = False
             self._queue = None
-            if self._conn.closing or self.state is State.CLOSED:
+            if self._successor is not None:
+                pass  # this husk handed its connection to a resumed session
+            elif self.state is State.CLOSED or (self._conn.closing and not self._detached):
                 self._finish()
             else:
                 self._conn.resume_reading()
+
+    def _continue(self, events: list[StreamOpen | Element | StreamClose]) -> None:
+        """Take over input that arrived on a connection before it was handed to us."""
+        if not events:
+            return
+        if self._busy:
+            assert self._queue is not None
+            self._queue.extend(events)
+        else:
+            self._run(events)
 
     def _handle(self, event: StreamOpen | Element | StreamClose) -> Pending:
         try:
             if type(event) is Element:
                 if self.state is State.ESTABLISHED:
-                    return self._on_stanza(event)
+                    pending = self._on_stanza(event)
+                    sm = self.sm
+                    if sm is not None and event.name in _STANZAS and event.xmlns == ns.CLIENT:
+                        # XEP-0198: a stanza counts as handled once its handling is done.
+                        if pending is None:
+                            sm.count_handled()
+                        else:
+                            pending = _counted(pending, sm)
+                    return pending
                 return self._negotiate(event)
             if type(event) is StreamOpen:
                 self._on_stream_open(event)
@@ -279,6 +326,7 @@ class C2SSession:
         else:
             features.add("bind", ns.BIND)
             features.add("session", ns.SESSION).add("optional")
+            features.add("sm", ns.SM)
             self._server.hooks.run("c2s.features", features, self)
         return features
 
@@ -493,6 +541,9 @@ class C2SSession:
 
     def _on_stanza(self, stanza: Element) -> Pending:
         name = stanza.name
+        if stanza.xmlns == ns.SM:
+            self._on_sm(stanza)
+            return None
         if name not in _STANZAS or stanza.xmlns != ns.CLIENT:
             handled = self._server.hooks.fold("c2s.stream_element", stanza, self)
             if not isinstance(handled, Element):
@@ -532,6 +583,110 @@ class C2SSession:
                 return None
         return self._server.router.route(folded, self)
 
+    # -- stream management (XEP-0198; protocol state in roost.c2s.sm) -----------------------
+
+    def _on_sm(self, element: Element) -> None:
+        name = element.name
+        sm = self.sm
+        if name == "enable":
+            if sm is not None:
+                self._conn.write(failed("unexpected-request"))
+                return
+            config = self._server.config
+            resume = element.attrs.get("resume") in ("true", "1") and config.sm_timeout > 0
+            sm = self.sm = StreamManagement(resume=resume, max_queue=config.sm_max_queue)
+            attrs: dict[str, str] = {}
+            if resume:
+                self._server.resumption.add(sm.id, self)
+                attrs = {"id": sm.id, "resume": "true", "max": str(int(config.sm_timeout))}
+            self._conn.write(sm_bytes("enabled", **attrs))
+        elif sm is None:
+            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
+        elif name == "r":
+            self._conn.write(sm_bytes("a", h=str(sm.handled)))
+        elif name == "a":
+            sm.ack(parse_h(element))
+        elif name == "resume":
+            self._conn.write(failed("unexpected-request"))
+        else:
+            raise StreamError("unsupported-stanza-type", f"<{name}/> is not a XEP-0198 element")
+
+    def _on_enable_too_early(self, element: Element) -> None:
+        # XEP-0198 §3: stream management is enabled after resource binding.
+        self._send(failed("unexpected-request"))
+
+    def _on_resume(self, element: Element) -> None:
+        """XEP-0198 §5: continue a previous session on this new connection."""
+        if not self.authenticated or self.username is None:
+            raise StreamError("not-authorized", "authenticate before resuming")
+        previd = element.attrs.get("previd", "")
+        h = parse_h(element)
+        table = self._server.resumption
+        old = table.take(previd, self.username)
+        if old is None or old.sm is None or old.state is State.CLOSED:
+            self._send(failed("item-not-found", table.final_count(previd, self.username)))
+            return
+        old.sm.ack(h)
+        old._adopt(self)
+
+    def _adopt(self, husk: C2SSession) -> None:
+        """Take over the connection (and its stream) of the session that asked to resume."""
+        sm = self.sm
+        assert sm is not None
+        stale = self._conn
+        conn = husk._conn
+        if stale is not conn:
+            stale.set_handler(None)  # a half-open old connection: drop it quietly
+            if not stale.closing:
+                stale.abort()
+        self._conn = conn
+        conn.set_handler(self)
+        self._parser = husk._parser
+        self._header_sent = True
+        self._detached = False
+        self._server.resumption.attached(sm.id)
+        husk._successor = self
+        husk.state = State.CLOSED
+        husk._finished = True
+        conn.write(sm_bytes("resumed", h=str(sm.handled), previd=sm.id))
+        for stanza in sm.queue:
+            conn.write(stanza.to_bytes())
+        if sm.queue:
+            conn.write(_R)
+        log.debug("%s: resumed with %d stanzas to resend", self, len(sm.queue))
+
+    def expire(self) -> None:
+        """The resumption window closed (or the server stops): end the detached session."""
+        if self._finished:
+            return
+        self._detached = False
+        if not self._busy:
+            self._finish()
+
+    def sweep_sm(self) -> None:
+        """Ask a client with unacknowledged stanzas for an acknowledgement (once a sweep)."""
+        sm = self.sm
+        if sm is not None and sm.queue and not self._detached:
+            self._conn.write(_R)
+
+    async def _reroute(self, stanzas: list[Element]) -> None:
+        """Route again what the client never confirmed, now that this session is gone."""
+        router = self._server.router
+        for stanza in stanzas:
+            kind = stanza.attrs.get("type")
+            if stanza.name == "message":
+                if kind not in (None, "chat", "normal") or not _reroutable(stanza):
+                    continue
+                # Addressed to this resource, it now goes to the bare JID (RFC 6121
+                # §8.5.3.2.1): another resource, or offline storage.
+                pending = router.route(stanza.shallow_copy())
+            elif stanza.name == "iq" and kind in ("get", "set"):
+                pending = router.bounce(stanza, errors.service_unavailable())
+            else:
+                continue
+            if pending is not None:
+                await pending
+
     # -- output ------------------------------------------------------------------------------
 
     def deliver(self, stanza: Element) -> None:
@@ -544,7 +699,7 @@ class C2SSession:
             return
         out = self._server.hooks.fold("c2s.outbound", stanza, self)
         if out is not None:
-            self._conn.write(out.to_bytes())
+            self._write_stanza(out)
 
     def emit(self, stanza: Element) -> None:
         """Send through the outbound hooks even while deliveries are held."""
@@ -552,7 +707,7 @@ class C2SSession:
             return
         out = self._server.hooks.fold("c2s.outbound", stanza, self)
         if out is not None:
-            self._conn.write(out.to_bytes())
+            self._write_stanza(out)
 
     def hold(self) -> None:
         """Queue deliveries instead of sending them, until :meth:`release`.
@@ -572,7 +727,28 @@ class C2SSession:
     def send(self, stanza: Element) -> None:
         """Send a stanza generated for this client (replies, pushes), bypassing hooks."""
         if self.state is not State.CLOSED:
+            self._write_stanza(stanza)
+
+    def _write_stanza(self, stanza: Element) -> None:
+        sm = self.sm
+        if sm is None:
             self._conn.write(stanza.to_bytes())
+            return
+        sm.track(stanza)
+        if sm.overflowing:
+            # The client does not acknowledge (or has been gone too long): end the session;
+            # what it did not confirm is routed elsewhere by _finish.
+            if self._detached:
+                self.expire()
+            else:
+                self.stream_error(StreamError("policy-violation", "too many unacknowledged"))
+            return
+        if self._detached:
+            return
+        conn = self._conn
+        conn.write(stanza.to_bytes())
+        if sm.should_request():
+            conn.write(_R)
 
     def _send(self, data: bytes) -> None:
         self._conn.write(data)
@@ -613,12 +789,21 @@ class C2SSession:
             return
         self._finished = True
         self.state = State.CLOSED
+        self._detached = False
         self._parser.close()
         if self.jid.resource is not None:
             self._server.sessions.remove(self)
             if self.authenticated:
                 self._server.hooks.run("c2s.closed", self)
         self.available = False
+        sm = self.sm
+        if sm is not None:
+            if sm.id:
+                self._server.resumption.ended(sm.id, self.username or "", sm.handled)
+            unacked = list(sm.queue)
+            sm.queue.clear()
+            if unacked:
+                self._server.spawn(self._reroute(unacked))
 
     # -- housekeeping (called by the listener's sweeper) -----------------------------------------
 
@@ -650,7 +835,32 @@ _NEGOTIATION: Final[dict[tuple[State, str, str], _NegotiationHandler]] = {
     (State.SASL, ns.SASL, "response"): C2SSession._on_sasl_response,
     (State.SASL, ns.SASL, "abort"): C2SSession._on_sasl_abort,
     (State.FEATURES, ns.CLIENT, "iq"): C2SSession._on_negotiation_iq,
+    (State.FEATURES, ns.SM, "resume"): C2SSession._on_resume,
+    (State.FEATURES, ns.SM, "enable"): C2SSession._on_enable_too_early,
 }
+
+_R: Final = sm_bytes("r")
+_NOT_REROUTED: Final = frozenset(
+    {"urn:xmpp:carbons:2", "urn:xmpp:mam:2", "http://jabber.org/protocol/chatstates"}
+)
+
+
+def _reroutable(message: Element) -> bool:
+    """Whether an unacknowledged message is worth routing again: not a copy (carbons), not an
+    archive result, not only a chat state."""
+    content = False
+    for child in message.elements():
+        if child.xmlns in _NOT_REROUTED and child.name != "active":
+            if child.xmlns != "http://jabber.org/protocol/chatstates":
+                return False
+            continue
+        content = True
+    return content
+
+
+async def _counted(pending: Awaitable[Any], sm: StreamManagement) -> None:
+    await pending
+    sm.count_handled()
 
 
 def _generated_resource() -> str:

@@ -32,6 +32,8 @@ class ServerConfig:
     scram_iterations: int = 4096
     registration: bool = False  # XEP-0077 account creation by anyone who connects
     offline_limit: int = 1000  # messages kept per user while offline
+    sm_timeout: float = 300.0  # seconds a dropped stream can be resumed (XEP-0198); 0 disables
+    sm_max_queue: int = 5000  # unacknowledged stanzas kept per stream
     modules: list[str] = field(
         default_factory=lambda: [
             "roster",

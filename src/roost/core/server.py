@@ -18,6 +18,7 @@ from typing import Any
 
 from roost import __version__
 from roost.c2s.listener import C2SListener
+from roost.c2s.sm import ResumptionTable
 from roost.c2s.tls import ensure_self_signed, server_context
 from roost.config import ServerConfig
 from roost.core.auth import Authenticator
@@ -42,6 +43,8 @@ class Server:
         self.hooks = Hooks()
         self.iq = IQTable()
         self.sessions = SessionRegistry()
+        self.resumption = ResumptionTable()
+        self._expiry: asyncio.TimerHandle | None = None
         self.router = Router(self)
         self.modules: dict[str, Module] = {}
         self.tls_context: ssl.SSLContext | None = None
@@ -60,6 +63,11 @@ class Server:
         self._background.add(task)
         task.add_done_callback(self._background_done)
         return task
+
+    async def settle(self) -> None:
+        """Wait until background work (reroutes, disconnect broadcasts) is done."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
@@ -80,6 +88,7 @@ class Server:
                 self.modules[name] = module_class(name)(self)
             for module in self.modules.values():
                 module.start()
+            self._expiry = asyncio.get_running_loop().call_later(1.0, self._expire_detached)
             self.listeners.append(
                 await C2SListener.start(self, config.host, config.c2s_port, direct_tls=False)
             )
@@ -90,6 +99,14 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+
+    def _expire_detached(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for session in self.resumption.expired(loop.time()):
+                session.expire()
+        finally:
+            self._expiry = loop.call_later(1.0, self._expire_detached)
 
     def _tls_context(self) -> ssl.SSLContext:
         config = self.config
@@ -112,8 +129,11 @@ class Server:
             listener.stop_accepting()
         for listener in self.listeners:
             await listener.close_all()
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for session in self.resumption.expired(float("inf")):
+            session.expire()  # detached sessions end now; their unacked stanzas are rerouted
+        await self.settle()
         for module in reversed(list(self.modules.values())):
             try:
                 module.stop()

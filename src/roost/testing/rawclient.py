@@ -91,7 +91,9 @@ class RawClient:
                     raise AssertionError(f"the server sent bad XML: {exc}") from None
             return self.events.popleft()
 
-        return await asyncio.wait_for(read(), limit)
+        # asyncio.timeout, not wait_for: no inner task, so cancelling a reader is immediate.
+        async with asyncio.timeout(limit):
+            return await read()
 
     async def next_element(self, limit: float = DEFAULT_TIMEOUT) -> Element:
         event = await self.next_event(limit)
@@ -127,7 +129,8 @@ class RawClient:
                 pass
 
         try:
-            await asyncio.wait_for(drain(), limit)
+            async with asyncio.timeout(limit):
+                await drain()
         except (ConnectionError, ssl.SSLError):
             pass
         return True

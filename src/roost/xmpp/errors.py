@@ -91,16 +91,24 @@ class XMPPError(Exception):
 class StreamError(XMPPError):
     """A stream-level error: the stream is closed after ``<stream:error/>`` is sent."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    extra: Element | None
+
+    def __init__(
+        self, condition: str, text: str | None = None, *, extra: Element | None = None
+    ) -> None:
+        """``extra`` is an application-specific condition element (RFC 6120 §4.9.4)."""
         if condition not in STREAM_CONDITIONS:
             raise ValueError(f"unknown stream error condition {condition!r}")
         super().__init__(condition, text)
+        self.extra = extra
 
     def to_element(self) -> Element:
         error = Element("error", ns.STREAM)
         error.add(self.condition, ns.STREAMS)
         if self.text:
             error.add_text("text", self.text, ns.STREAMS).attrs["xml:lang"] = "en"
+        if self.extra is not None:
+            error.append(self.extra)
         return error
 
     def to_bytes(self) -> bytes:

@@ -28,3 +28,4 @@ REGISTER_FEATURE: Final = "http://jabber.org/features/iq-register"
 DELAY: Final = "urn:xmpp:delay"
 OFFLINE: Final = "msgoffline"
 DATA_FORMS: Final = "jabber:x:data"
+SM: Final = "urn:xmpp:sm:3"  # XEP-0198 stream management

@@ -1,0 +1,175 @@
+"""Stream management (XEP-0198): acknowledgements and resumption, the protocol state.
+
+Theory of operation. Once a client sends ``<enable/>`` both sides count the stanzas they have
+*handled*. The client asks with ``<r/>`` and the server answers ``<a h='N'/>`` with the number
+of client stanzas it has handled; the server asks too, and the client's ``<a h='N'/>`` lets the
+server forget the stanzas the client has confirmed. Counters are modulo 2^32 (§4).
+
+"Handled" is taken strictly on the server side: a client stanza counts only once roost is done
+with it durably (delivered to a live session, stored offline, archived, or answered with an
+error), so a stanza the client sent just before its connection died is either counted or, if
+it was not finished, resent by the client after resumption. Nothing acknowledged is lost.
+
+:class:`StreamManagement` is the per-session state: the inbound count, and the queue of
+stanzas sent but not yet acknowledged (kept as elements so that they can be sent again).
+It does no I/O. :class:`ResumptionTable` holds the sessions that can be resumed, including
+ones whose connection dropped (*detached*): they stay routable and keep queueing stanzas for
+up to ``max`` seconds; a client that comes back with ``<resume h previd/>`` gets the queued
+stanzas again, and when the window closes the session ends and its unacknowledged messages
+are routed again (to other resources or offline storage), never dropped. The table remembers
+the final count of recently ended sessions, so that a late ``<resume/>`` is answered with
+``<failed h='N'/>`` and the client knows which of its stanzas arrived.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Final
+
+from roost.xmpp import ns
+from roost.xmpp.element import Element
+from roost.xmpp.errors import StreamError
+
+if TYPE_CHECKING:
+    from roost.c2s.session import C2SSession
+
+MODULO: Final = 2**32
+REQUEST_EVERY: Final = 8  # unacknowledged stanzas after which the server asks for an ack
+_EXPIRED_MEMORY: Final = 10_000  # ended sessions whose final count is remembered
+
+
+def _sm(name: str, attrs: dict[str, str] | None = None) -> Element:
+    return Element(name, ns.SM, attrs)
+
+
+def sm_bytes(name: str, **attrs: str) -> bytes:
+    """A top-level SM element (``<r/>``, ``<a h='3'/>``...) as bytes for the client stream."""
+    return _sm(name, dict(attrs)).to_bytes()
+
+
+def failed(condition: str, h: int | None = None) -> bytes:
+    """``<failed/>`` with a stanza error condition and, when known, the handled count."""
+    element = _sm("failed", {"h": str(h)} if h is not None else None)
+    element.add(condition, ns.STANZAS)
+    return element.to_bytes()
+
+
+def handled_count_too_high(h: int, sent: int) -> StreamError:
+    """XEP-0198 §4: the client acknowledged stanzas the server never sent."""
+    extra = _sm("handled-count-too-high", {"h": str(h), "send-count": str(sent)})
+    return StreamError("undefined-condition", "acknowledged more than was sent", extra=extra)
+
+
+def parse_h(element: Element) -> int:
+    try:
+        h = int(element.attrs.get("h", ""))
+    except ValueError:
+        raise StreamError("undefined-condition", "'h' must be a number") from None
+    if not 0 <= h < MODULO:
+        raise StreamError("undefined-condition", "'h' out of range")
+    return h
+
+
+class StreamManagement:
+    """Counters and the unacknowledged queue of one stream. See the module docstring."""
+
+    __slots__ = ("_last_request", "acked", "handled", "id", "max_queue", "queue", "resume", "sent")
+
+    def __init__(self, *, resume: bool, max_queue: int) -> None:
+        self.id = secrets.token_urlsafe(12) if resume else ""
+        self.resume = resume
+        self.max_queue = max_queue
+        self.handled = 0  # client stanzas handled (mod 2^32)
+        self.sent = 0  # stanzas sent to the client (mod 2^32)
+        self.acked = 0  # the client's last acknowledged count
+        self.queue: deque[Element] = deque()  # sent, not yet acknowledged, oldest first
+        self._last_request = 0
+
+    def count_handled(self) -> None:
+        self.handled = (self.handled + 1) % MODULO
+
+    def track(self, stanza: Element) -> None:
+        """Record a stanza sent (or queued for a detached client)."""
+        self.sent = (self.sent + 1) % MODULO
+        self.queue.append(stanza)
+
+    @property
+    def overflowing(self) -> bool:
+        return len(self.queue) > self.max_queue
+
+    def ack(self, h: int) -> None:
+        """The client has handled ``h`` stanzas in all; forget those. Raises StreamError."""
+        confirmed = (h - self.acked) % MODULO
+        if confirmed > len(self.queue):
+            raise handled_count_too_high(h, self.sent)
+        for _ in range(confirmed):
+            self.queue.popleft()
+        self.acked = h
+
+    def should_request(self) -> bool:
+        """True every REQUEST_EVERY unacknowledged stanzas, to keep the queue short."""
+        if (self.sent - self._last_request) % MODULO >= REQUEST_EVERY and self.queue:
+            self._last_request = self.sent
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamManagement id={self.id!r} handled={self.handled} sent={self.sent} "
+            f"unacked={len(self.queue)}>"
+        )
+
+
+class ResumptionTable:
+    """Resumable sessions of one node, by stream management id."""
+
+    __slots__ = ("_deadlines", "_ended", "_sessions")
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, C2SSession] = {}
+        self._deadlines: dict[str, float] = {}  # detached sessions: id -> when they expire
+        self._ended: OrderedDict[str, tuple[str, int]] = OrderedDict()  # id -> (user, handled)
+
+    def add(self, sm_id: str, session: C2SSession) -> None:
+        self._sessions[sm_id] = session
+
+    def detached(self, sm_id: str, deadline: float) -> None:
+        self._deadlines[sm_id] = deadline
+
+    def attached(self, sm_id: str) -> None:
+        self._deadlines.pop(sm_id, None)
+
+    def take(self, sm_id: str, user: str) -> C2SSession | None:
+        """The session a client of ``user`` asks to resume, if it can be."""
+        session = self._sessions.get(sm_id)
+        if session is None or session.username != user:
+            return None
+        return session
+
+    def ended(self, sm_id: str, user: str, handled: int) -> None:
+        self._sessions.pop(sm_id, None)
+        self._deadlines.pop(sm_id, None)
+        self._ended[sm_id] = (user, handled)
+        while len(self._ended) > _EXPIRED_MEMORY:
+            self._ended.popitem(last=False)
+
+    def final_count(self, sm_id: str, user: str) -> int | None:
+        """The handled count of a session that ended, for ``<failed h='N'/>``."""
+        entry = self._ended.get(sm_id)
+        return entry[1] if entry is not None and entry[0] == user else None
+
+    def expired(self, now: float) -> list[C2SSession]:
+        """Detached sessions whose resumption window has closed as of ``now``."""
+        return [
+            self._sessions[sm_id]
+            for sm_id, deadline in list(self._deadlines.items())
+            if deadline <= now and sm_id in self._sessions
+        ]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def detached_count(self) -> int:
+        return len(self._deadlines)

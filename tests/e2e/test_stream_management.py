@@ -1,0 +1,221 @@
+"""Stream management (XEP-0198): acknowledgements, resumption after a real socket abort,
+and what happens to unacknowledged stanzas when a session cannot be resumed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from roost.testing import RunningServer
+from roost.testing.rawclient import RawClient
+from roost.testing.smclient import SMClient
+from roost.xmpp import ns
+from roost.xmpp.element import Element
+from tests.e2e.conftest import TIMEOUT
+
+
+async def _logged_in(server: RunningServer, user: str, resource: str = "r") -> RawClient:
+    return await RawClient.logged_in(
+        server.host, server.port, user, cert=server.cert, resource=resource
+    )
+
+
+async def _available(client: RawClient) -> None:
+    await client.send("<presence/>")
+    await client.expect("presence")
+
+
+PING = "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+def _chat(to: str, body: str) -> str:
+    return f"<message to='{to}' type='chat'><body>{body}</body></message>"
+
+
+async def test_enable_then_acks_count_handled_stanzas(roost_server: RunningServer) -> None:
+    await roost_server.create_user("alice")
+    client = await _logged_in(roost_server, "alice")
+    features_sm = True
+    assert features_sm
+    await client.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    enabled = await client.expect("enabled", ns.SM)
+    assert enabled.attrs["resume"] == "true"
+    assert enabled.attrs["id"]
+    assert int(enabled.attrs["max"]) > 0
+    for i in range(3):
+        await client.send(PING.replace("sync", f"p{i}"))
+    await client.send("<r xmlns='urn:xmpp:sm:3'/>")
+    answer = await client.expect("a", ns.SM)
+    assert answer.attrs["h"] == "3"
+
+
+async def test_server_asks_for_acks_and_forgets_what_was_acknowledged(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    await roost_server.create_user("bob")
+    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    got: asyncio.Queue[Element] = asyncio.Queue()
+    alice.on_stanza = got.put_nowait
+    await alice.start()
+    await alice.send("<presence/>")
+    bob = await _logged_in(roost_server, "bob")
+    for i in range(20):
+        await bob.send(_chat("alice@localhost", f"m{i}"))
+    bodies: list[str | None] = []
+    while len(bodies) < 20:
+        stanza = await asyncio.wait_for(got.get(), TIMEOUT)
+        if stanza.name == "message":
+            bodies.append(stanza.find_text("body"))
+    assert bodies == [f"m{i}" for i in range(20)]
+    # The server asked for acknowledgements on its own; after the client's answer its queue
+    # holds at most what was sent since the last request.
+    session = roost_server.server.sessions.routes("alice@localhost")[0]
+    sm = session.sm  # type: ignore[attr-defined]
+    assert sm is not None
+    assert len(sm.queue) < 20
+    await alice.close()
+
+
+async def test_an_ack_for_more_than_was_sent_is_a_stream_error(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    client = await _logged_in(roost_server, "alice")
+    await client.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    await client.expect("enabled", ns.SM)
+    await client.send("<a xmlns='urn:xmpp:sm:3' h='5'/>")
+    error = await client.expect("error", ns.STREAM)
+    assert error.find("undefined-condition", ns.STREAMS) is not None
+    too_high = error.find("handled-count-too-high", ns.SM)
+    assert too_high is not None
+    assert (too_high.attrs["h"], too_high.attrs["send-count"]) == ("5", "0")
+    assert await client.closed()
+
+
+async def _resume_attempt(server: RunningServer, previd: str, h: int = 0) -> Element:
+    client = await RawClient.connect(server.host, server.port)
+    from roost.testing.rawclient import client_context
+
+    await client.open_stream()
+    await client.starttls(client_context(server.cert))
+    await client.open_stream()
+    await client.auth_plain("alice", "secret")
+    await client.open_stream(restart=True)
+    await client.send(f"<resume xmlns='urn:xmpp:sm:3' h='{h}' previd='{previd}'/>")
+    return await client.next_element()
+
+
+async def test_resume_with_an_unknown_id_fails_with_item_not_found(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    answer = await _resume_attempt(roost_server, "no-such-id")
+    assert answer.name == "failed"
+    assert answer.find("item-not-found", ns.STANZAS) is not None
+    assert "h" not in answer.attrs
+
+
+async def test_resume_of_an_ended_session_fails_and_says_what_was_handled(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    client = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    await client.start()
+    for i in range(4):
+        await client.send(PING.replace("sync", f"p{i}"))
+    await client.request_ack()
+    await client.close()
+    await roost_server.server.settle()
+    answer = await _resume_attempt(roost_server, client.sm_id)
+    assert answer.name == "failed"
+    assert answer.find("item-not-found", ns.STANZAS) is not None
+    assert answer.attrs["h"] == "4"
+
+
+class Inbox:
+    """Message bodies an SMClient received, with a way to wait for a count."""
+
+    def __init__(self, client: SMClient) -> None:
+        self.bodies: list[str] = []
+        self.presences = 0
+        self._changed = asyncio.Event()
+        client.on_stanza = self._on_stanza
+
+    def _on_stanza(self, stanza: Element) -> None:
+        if stanza.name == "message":
+            self.bodies.append(stanza.find_text("body") or "")
+        elif stanza.name == "presence":
+            self.presences += 1
+        self._changed.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), TIMEOUT)
+
+
+async def test_resumption_after_a_socket_abort_delivers_everything_exactly_once(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    await roost_server.create_user("bob")
+    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    inbox = Inbox(alice)
+    await alice.start()
+    await alice.send("<presence/>")
+    bob = await _logged_in(roost_server, "bob")
+    for i in range(10):
+        await bob.send(_chat("alice@localhost/sm", f"m{i}"))
+    await inbox.until(lambda: len(inbox.bodies) == 10)
+    alice.abort()  # no </stream:stream>, no FIN handshake: the phone went into a tunnel
+    for i in range(10, 30):
+        await bob.send(_chat("alice@localhost/sm", f"m{i}"))
+    # A round trip to the server: bob's messages have all been handled (queued for alice).
+    await bob.send(PING)
+    await bob.expect("iq")
+    assert await alice.resume()
+    await inbox.until(lambda: len(inbox.bodies) >= 30)
+    await alice.close()
+    assert inbox.bodies == [f"m{i}" for i in range(30)]
+
+
+@pytest.mark.roost_config(sm_timeout=60)
+async def test_unacknowledged_messages_go_offline_when_the_window_closes(
+    roost_server: RunningServer,
+) -> None:
+    await roost_server.create_user("alice")
+    await roost_server.create_user("bob")
+    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    inbox = Inbox(alice)
+    await alice.start()
+    await alice.send("<presence/>")
+    await inbox.until(lambda: inbox.presences >= 1)  # available: our own presence came back
+    alice.abort()
+    bob = await _logged_in(roost_server, "bob")
+    for i in range(5):
+        await bob.send(_chat("alice@localhost", f"late {i}"))
+    await bob.send(PING)
+    await bob.expect("iq")
+    # The resumption window closes (a virtual clock: expiry as of a minute from now).
+    now = asyncio.get_running_loop().time()
+    for expired in roost_server.server.resumption.expired(now + 61):
+        expired.expire()
+    await roost_server.server.settle()
+    stored = await roost_server.server.storage.fetch_offline("alice@localhost")
+    bodies = [m.stanza for m in stored]
+    assert [b for b in bodies if "late" in b] == bodies
+    assert len(bodies) == 5
+    # And alice, coming back without resuming, gets them.
+    again = await _logged_in(roost_server, "alice", resource="new")
+    await again.send("<presence/>")
+    got: list[str | None] = []
+    while len(got) < 5:
+        message = await again.expect("message")
+        got.append(message.find_text("body"))
+    assert got == [f"late {i}" for i in range(5)]
