@@ -17,7 +17,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from roost.c2s.connection import C2SConnection
-from roost.c2s.session import C2SSession, State
+from roost.c2s.session import C2SSession
+from roost.c2s.state import State
 from roost.core.memory import release_free_memory
 from roost.xmpp.errors import StreamError
 

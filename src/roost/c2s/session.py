@@ -31,27 +31,18 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
-from roost.c2s.sm import (
-    StreamManagement,
-    failed,
-    parse_h,
-    sm_bytes,
-)
+from roost.c2s import sasl_negotiation as sasl
+from roost.c2s import sm_session
+from roost.c2s.sm import StreamManagement
+from roost.c2s.state import State
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.errors import StanzaError, StreamError
-from roost.xmpp.jid import JID, InvalidJID, nodeprep, parse_jid, resourceprep
+from roost.xmpp.jid import JID, InvalidJID, parse_jid, resourceprep
 from roost.xmpp.parser import StreamClose, StreamOpen, XMLStreamParser
-from roost.xmpp.sasl import (
-    SASLFailure,
-    ScramExchange,
-    b64decode,
-    b64encode,
-    parse_plain,
-)
+from roost.xmpp.sasl import ScramExchange
 
 if TYPE_CHECKING:
     from roost.c2s.connection import C2SConnection
@@ -61,16 +52,7 @@ log = logging.getLogger(__name__)
 
 Pending = Awaitable[Any] | None
 
-MAX_AUTH_ATTEMPTS: Final = 3
 MAX_QUEUED: Final = 256  # queued stanzas before the session stops reading from the socket
-
-
-class State(Enum):
-    HEADER = "header"  # waiting for the client's stream header
-    FEATURES = "features"  # features sent; negotiating TLS, SASL or binding
-    SASL = "sasl"  # a SASL exchange is in progress
-    ESTABLISHED = "established"  # resource bound; stanzas flow
-    CLOSED = "closed"
 
 
 _STANZAS: Final = frozenset({"message", "presence", "iq"})
@@ -246,7 +228,7 @@ class C2SSession:
                         if pending is None:
                             sm.count_handled()
                         else:
-                            pending = _counted(pending, sm)
+                            pending = sm_session.counted(pending, sm)
                     return pending
                 return self._negotiate(event)
             if type(event) is StreamOpen:
@@ -320,7 +302,7 @@ class C2SSession:
                     starttls.add("required")
             if self._conn.secure or not config.require_tls:
                 mechanisms = features.add("mechanisms", ns.SASL)
-                for mechanism in self._mechanisms():
+                for mechanism in sasl.mechanisms(self):
                     mechanisms.add_text("mechanism", mechanism)
             self._server.hooks.run("c2s.features.unauthenticated", features, self)
         else:
@@ -329,12 +311,6 @@ class C2SSession:
             features.add("sm", ns.SM)
             self._server.hooks.run("c2s.features", features, self)
         return features
-
-    def _mechanisms(self) -> list[str]:
-        mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
-        if self._conn.secure or self._server.config.allow_plain_without_tls:
-            mechanisms.append("PLAIN")
-        return mechanisms
 
     def _on_stream_close(self) -> None:
         # RFC 6120 §4.4: answer the closing tag with ours, then close the connection.
@@ -379,120 +355,6 @@ class C2SSession:
             self._queue.clear()
         self._header_sent = False
         self.state = State.HEADER
-
-    # -- SASL (RFC 6120 §6) ------------------------------------------------------------------
-
-    def _on_auth(self, element: Element) -> Pending:
-        if self.authenticated:
-            raise StreamError("policy-violation", "already authenticated")
-        if not self._conn.secure and self._server.config.require_tls:
-            return self._sasl_failure("encryption-required", "negotiate TLS first")
-        mechanism = element.attrs.get("mechanism", "")
-        if mechanism not in self._mechanisms():
-            return self._sasl_failure("invalid-mechanism", None)
-        text = element.text
-        self.state = State.SASL
-        if mechanism == "PLAIN":
-            self._sasl = "PLAIN"
-            if not text:
-                self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-                return None
-            return self._plain(text)
-        self._sasl = ScramExchange(mechanism, self._server.config.scram_iterations)
-        if not text:
-            self._send(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-            return None
-        return self._scram_first(self._sasl, text)
-
-    def _on_sasl_response(self, element: Element) -> Pending:
-        exchange = self._sasl
-        if exchange == "PLAIN":
-            return self._plain(element.text)
-        assert isinstance(exchange, ScramExchange)
-        if not exchange.username:
-            return self._scram_first(exchange, element.text)
-        try:
-            final = exchange.finish(b64decode(element.text))
-        except SASLFailure as exc:
-            return self._sasl_failure(exc.condition, exc.text)
-        return self._sasl_success(exchange.username, exchange.authzid, final)
-
-    def _on_sasl_abort(self, element: Element) -> Pending:
-        return self._sasl_failure("aborted", None)
-
-    async def _scram_first(self, exchange: ScramExchange, text: str) -> None:
-        try:
-            name = exchange.start(b64decode(text))
-            username = self._account(name)
-            credentials = None
-            if username is not None:
-                credentials = await self._server.auth.scram_credentials(
-                    username, exchange.mechanism
-                )
-            challenge = exchange.challenge(credentials)
-        except SASLFailure as exc:
-            await _done(self._sasl_failure(exc.condition, exc.text))
-            return
-        self._send(
-            f"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{b64encode(challenge)}"
-            "</challenge>".encode()
-        )
-
-    async def _plain(self, text: str) -> None:
-        try:
-            plain = parse_plain(b64decode(text))
-        except SASLFailure as exc:
-            await _done(self._sasl_failure(exc.condition, exc.text))
-            return
-        username = self._account(plain.authcid)
-        ok = username is not None and await self._server.auth.verify_plain(username, plain.password)
-        if not ok or username is None:
-            await _done(self._sasl_failure("not-authorized", None))
-            return
-        await _done(self._sasl_success(plain.authcid, plain.authzid, b""))
-
-    def _account(self, name: str) -> str | None:
-        """The bare JID a SASL user name stands for, or None if it cannot be a local user."""
-        try:
-            return f"{nodeprep(name)}@{self._server.config.domain}"
-        except InvalidJID:
-            return None
-
-    def _sasl_success(self, name: str, authzid: str, data: bytes) -> Pending:
-        username = self._account(name)
-        if username is None:
-            return self._sasl_failure("not-authorized", None)
-        if authzid:
-            # RFC 6120 §6.4.6: an authorization identity must be the user itself.
-            try:
-                if parse_jid(authzid).bare_str != username:
-                    return self._sasl_failure("invalid-authzid", None)
-            except InvalidJID:
-                return self._sasl_failure("invalid-authzid", None)
-        self._sasl = None
-        self.authenticated = True
-        self.username = username
-        self.jid = parse_jid(username)
-        payload = b64encode(data) if data else ""
-        self._send(
-            f"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{payload}</success>".encode()
-        )
-        log.info("%s: authenticated as %s", self._conn.peer, username)
-        self._restart()
-        return None
-
-    def _sasl_failure(self, condition: str, text: str | None) -> Pending:
-        self._sasl = None
-        self.state = State.FEATURES
-        body = f"<{condition}/>"
-        if text:
-            body += f"<text xml:lang='en'>{_escape(text)}</text>"
-        self._send(f"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{body}</failure>".encode())
-        if condition != "aborted":
-            self._auth_attempts += 1
-            if self._auth_attempts >= MAX_AUTH_ATTEMPTS:
-                self.stream_error(StreamError("policy-violation", "too many failed attempts"))
-        return None
 
     # -- IQs before the session is established ----------------------------------------------
 
@@ -542,7 +404,7 @@ class C2SSession:
     def _on_stanza(self, stanza: Element) -> Pending:
         name = stanza.name
         if stanza.xmlns == ns.SM:
-            self._on_sm(stanza)
+            sm_session.on_sm(self, stanza)
             return None
         if name not in _STANZAS or stanza.xmlns != ns.CLIENT:
             handled = self._server.hooks.fold("c2s.stream_element", stanza, self)
@@ -582,110 +444,6 @@ class C2SSession:
                 self.send(_iq_result(folded))
                 return None
         return self._server.router.route(folded, self)
-
-    # -- stream management (XEP-0198; protocol state in roost.c2s.sm) -----------------------
-
-    def _on_sm(self, element: Element) -> None:
-        name = element.name
-        sm = self.sm
-        if name == "enable":
-            if sm is not None:
-                self._conn.write(failed("unexpected-request"))
-                return
-            config = self._server.config
-            resume = element.attrs.get("resume") in ("true", "1") and config.sm_timeout > 0
-            sm = self.sm = StreamManagement(resume=resume, max_queue=config.sm_max_queue)
-            attrs: dict[str, str] = {}
-            if resume:
-                self._server.resumption.add(sm.id, self)
-                attrs = {"id": sm.id, "resume": "true", "max": str(int(config.sm_timeout))}
-            self._conn.write(sm_bytes("enabled", **attrs))
-        elif sm is None:
-            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        elif name == "r":
-            self._conn.write(sm_bytes("a", h=str(sm.handled)))
-        elif name == "a":
-            sm.ack(parse_h(element))
-        elif name == "resume":
-            self._conn.write(failed("unexpected-request"))
-        else:
-            raise StreamError("unsupported-stanza-type", f"<{name}/> is not a XEP-0198 element")
-
-    def _on_enable_too_early(self, element: Element) -> None:
-        # XEP-0198 §3: stream management is enabled after resource binding.
-        self._send(failed("unexpected-request"))
-
-    def _on_resume(self, element: Element) -> None:
-        """XEP-0198 §5: continue a previous session on this new connection."""
-        if not self.authenticated or self.username is None:
-            raise StreamError("not-authorized", "authenticate before resuming")
-        previd = element.attrs.get("previd", "")
-        h = parse_h(element)
-        table = self._server.resumption
-        old = table.take(previd, self.username)
-        if old is None or old.sm is None or old.state is State.CLOSED:
-            self._send(failed("item-not-found", table.final_count(previd, self.username)))
-            return
-        old.sm.ack(h)
-        old._adopt(self)
-
-    def _adopt(self, husk: C2SSession) -> None:
-        """Take over the connection (and its stream) of the session that asked to resume."""
-        sm = self.sm
-        assert sm is not None
-        stale = self._conn
-        conn = husk._conn
-        if stale is not conn:
-            stale.set_handler(None)  # a half-open old connection: drop it quietly
-            if not stale.closing:
-                stale.abort()
-        self._conn = conn
-        conn.set_handler(self)
-        self._parser = husk._parser
-        self._header_sent = True
-        self._detached = False
-        self._server.resumption.attached(sm.id)
-        husk._successor = self
-        husk.state = State.CLOSED
-        husk._finished = True
-        conn.write(sm_bytes("resumed", h=str(sm.handled), previd=sm.id))
-        for stanza in sm.queue:
-            conn.write(stanza.to_bytes())
-        if sm.queue:
-            conn.write(_R)
-        log.debug("%s: resumed with %d stanzas to resend", self, len(sm.queue))
-
-    def expire(self) -> None:
-        """The resumption window closed (or the server stops): end the detached session."""
-        if self._finished:
-            return
-        self._detached = False
-        if not self._busy:
-            self._finish()
-
-    def sweep_sm(self) -> None:
-        """Ask a client with unacknowledged stanzas for an acknowledgement (once a sweep)."""
-        sm = self.sm
-        if sm is not None and sm.queue and not self._detached:
-            self._conn.write(_R)
-
-    async def _reroute(self, stanzas: list[Element]) -> None:
-        """Route again what the client never confirmed, now that this session is gone."""
-        router = self._server.router
-        for stanza in stanzas:
-            kind = stanza.attrs.get("type")
-            if stanza.name == "message":
-                if kind not in (None, "chat", "normal") or not _reroutable(stanza):
-                    continue
-                # Addressed to this resource, it now goes to the bare JID (RFC 6121
-                # §8.5.3.2.1): another resource, or offline storage.
-                pending = router.route(stanza.shallow_copy())
-            elif stanza.name == "iq" and kind in ("get", "set"):
-                pending = router.bounce(stanza, errors.service_unavailable())
-            else:
-                continue
-            if pending is not None:
-                await pending
 
     # -- output ------------------------------------------------------------------------------
 
@@ -739,7 +497,7 @@ class C2SSession:
             # The client does not acknowledge (or has been gone too long): end the session;
             # what it did not confirm is routed elsewhere by _finish.
             if self._detached:
-                self.expire()
+                sm_session.expire(self)
             else:
                 self.stream_error(StreamError("policy-violation", "too many unacknowledged"))
             return
@@ -748,7 +506,7 @@ class C2SSession:
         conn = self._conn
         conn.write(stanza.to_bytes())
         if sm.should_request():
-            conn.write(_R)
+            conn.write(sm_session.R)
 
     def _send(self, data: bytes) -> None:
         self._conn.write(data)
@@ -803,7 +561,15 @@ class C2SSession:
             unacked = list(sm.queue)
             sm.queue.clear()
             if unacked:
-                self._server.spawn(self._reroute(unacked))
+                self._server.spawn(sm_session.reroute(self, unacked))
+
+    def expire(self) -> None:
+        """The resumption window closed (or the server stops): end a detached session."""
+        sm_session.expire(self)
+
+    def sweep_sm(self) -> None:
+        """Ask for an acknowledgement if stanzas wait for one (the listener's sweep)."""
+        sm_session.sweep_sm(self)
 
     # -- housekeeping (called by the listener's sweeper) -----------------------------------------
 
@@ -831,36 +597,13 @@ class C2SSession:
 _NegotiationHandler = Callable[[C2SSession, Element], Pending]
 _NEGOTIATION: Final[dict[tuple[State, str, str], _NegotiationHandler]] = {
     (State.FEATURES, ns.TLS, "starttls"): C2SSession._on_starttls,
-    (State.FEATURES, ns.SASL, "auth"): C2SSession._on_auth,
-    (State.SASL, ns.SASL, "response"): C2SSession._on_sasl_response,
-    (State.SASL, ns.SASL, "abort"): C2SSession._on_sasl_abort,
+    (State.FEATURES, ns.SASL, "auth"): sasl.on_auth,
+    (State.SASL, ns.SASL, "response"): sasl.on_sasl_response,
+    (State.SASL, ns.SASL, "abort"): sasl.on_sasl_abort,
     (State.FEATURES, ns.CLIENT, "iq"): C2SSession._on_negotiation_iq,
-    (State.FEATURES, ns.SM, "resume"): C2SSession._on_resume,
-    (State.FEATURES, ns.SM, "enable"): C2SSession._on_enable_too_early,
+    (State.FEATURES, ns.SM, "resume"): sm_session.on_resume,
+    (State.FEATURES, ns.SM, "enable"): sm_session.on_enable_too_early,
 }
-
-_R: Final = sm_bytes("r")
-_NOT_REROUTED: Final = frozenset(
-    {"urn:xmpp:carbons:2", "urn:xmpp:mam:2", "http://jabber.org/protocol/chatstates"}
-)
-
-
-def _reroutable(message: Element) -> bool:
-    """Whether an unacknowledged message is worth routing again: not a copy (carbons), not an
-    archive result, not only a chat state."""
-    content = False
-    for child in message.elements():
-        if child.xmlns in _NOT_REROUTED and child.name != "active":
-            if child.xmlns != "http://jabber.org/protocol/chatstates":
-                return False
-            continue
-        content = True
-    return content
-
-
-async def _counted(pending: Awaitable[Any], sm: StreamManagement) -> None:
-    await pending
-    sm.count_handled()
 
 
 def _generated_resource() -> str:
@@ -879,12 +622,3 @@ def _valid_iq(iq: Element) -> bool:
 
 def _iq_result(iq: Element) -> Element:
     return Element("iq", ns.CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-async def _done(pending: Pending) -> None:
-    if pending is not None:
-        await pending

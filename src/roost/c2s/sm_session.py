@@ -1,0 +1,159 @@
+"""Stream management (XEP-0198), the session's half: enabling, acks and resumption.
+
+The protocol state (counters, the unacknowledged queue, the table of resumable sessions) is
+Sans-I/O in :mod:`roost.c2s.sm`; these functions wire it to a
+:class:`roost.c2s.session.C2SSession` (as friends of it): they answer ``<enable/>``, ``<r/>``
+and ``<a/>``, let a new connection take over a detached session on ``<resume/>``
+(:func:`adopt`), end a session whose resumption window closed (:func:`expire`), and route
+again whatever the client never acknowledged once a session is gone (:func:`reroute`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final
+
+from roost.c2s.sm import StreamManagement, failed, parse_h, sm_bytes
+from roost.c2s.state import State
+from roost.xmpp import errors
+from roost.xmpp.errors import StreamError
+
+if TYPE_CHECKING:
+    from roost.c2s.session import C2SSession
+    from roost.xmpp.element import Element
+
+log = logging.getLogger("roost.c2s.session")
+
+
+def on_sm(session: C2SSession, element: Element) -> None:
+    name = element.name
+    sm = session.sm
+    if name == "enable":
+        if sm is not None:
+            session._conn.write(failed("unexpected-request"))
+            return
+        config = session._server.config
+        resume = element.attrs.get("resume") in ("true", "1") and config.sm_timeout > 0
+        sm = session.sm = StreamManagement(resume=resume, max_queue=config.sm_max_queue)
+        attrs: dict[str, str] = {}
+        if resume:
+            session._server.resumption.add(sm.id, session)
+            attrs = {"id": sm.id, "resume": "true", "max": str(int(config.sm_timeout))}
+        session._conn.write(sm_bytes("enabled", **attrs))
+    elif sm is None:
+        raise StreamError("unsupported-stanza-type", "stream management is not enabled")
+    elif name == "r":
+        session._conn.write(sm_bytes("a", h=str(sm.handled)))
+    elif name == "a":
+        sm.ack(parse_h(element))
+    elif name == "resume":
+        session._conn.write(failed("unexpected-request"))
+    else:
+        raise StreamError("unsupported-stanza-type", f"<{name}/> is not a XEP-0198 element")
+
+
+def on_enable_too_early(session: C2SSession, element: Element) -> None:
+    # XEP-0198 §3: stream management is enabled after resource binding.
+    session._send(failed("unexpected-request"))
+
+
+def on_resume(session: C2SSession, element: Element) -> None:
+    """XEP-0198 §5: continue a previous session on this new connection."""
+    if not session.authenticated or session.username is None:
+        raise StreamError("not-authorized", "authenticate before resuming")
+    previd = element.attrs.get("previd", "")
+    h = parse_h(element)
+    table = session._server.resumption
+    old = table.take(previd, session.username)
+    if old is None or old.sm is None or old.state is State.CLOSED:
+        session._send(failed("item-not-found", table.final_count(previd, session.username)))
+        return
+    old.sm.ack(h)
+    adopt(old, session)
+
+
+def adopt(session: C2SSession, husk: C2SSession) -> None:
+    """Take over the connection (and its stream) of the session that asked to resume."""
+    sm = session.sm
+    assert sm is not None
+    stale = session._conn
+    conn = husk._conn
+    if stale is not conn:
+        stale.set_handler(None)  # a half-open old connection: drop it quietly
+        if not stale.closing:
+            stale.abort()
+    session._conn = conn
+    conn.set_handler(session)
+    session._parser = husk._parser
+    session._header_sent = True
+    session._detached = False
+    session._server.resumption.attached(sm.id)
+    husk._successor = session
+    husk.state = State.CLOSED
+    husk._finished = True
+    conn.write(sm_bytes("resumed", h=str(sm.handled), previd=sm.id))
+    for stanza in sm.queue:
+        conn.write(stanza.to_bytes())
+    if sm.queue:
+        conn.write(R)
+    log.debug("%s: resumed with %d stanzas to resend", session, len(sm.queue))
+
+
+def expire(session: C2SSession) -> None:
+    """The resumption window closed (or the server stops): end the detached session."""
+    if session._finished:
+        return
+    session._detached = False
+    if not session._busy:
+        session._finish()
+
+
+def sweep_sm(session: C2SSession) -> None:
+    """Ask a client with unacknowledged stanzas for an acknowledgement (once a sweep)."""
+    sm = session.sm
+    if sm is not None and sm.queue and not session._detached:
+        session._conn.write(R)
+
+
+async def reroute(session: C2SSession, stanzas: list[Element]) -> None:
+    """Route again what the client never confirmed, now that this session is gone."""
+    router = session._server.router
+    for stanza in stanzas:
+        kind = stanza.attrs.get("type")
+        if stanza.name == "message":
+            if kind not in (None, "chat", "normal") or not _reroutable(stanza):
+                continue
+            # Addressed to this resource, it now goes to the bare JID (RFC 6121
+            # §8.5.3.2.1): another resource, or offline storage.
+            pending = router.route(stanza.shallow_copy())
+        elif stanza.name == "iq" and kind in ("get", "set"):
+            pending = router.bounce(stanza, errors.service_unavailable())
+        else:
+            continue
+        if pending is not None:
+            await pending
+
+
+R: Final = sm_bytes("r")
+_NOT_REROUTED: Final = frozenset(
+    {"urn:xmpp:carbons:2", "urn:xmpp:mam:2", "http://jabber.org/protocol/chatstates"}
+)
+
+
+def _reroutable(message: Element) -> bool:
+    """Whether an unacknowledged message is worth routing again: not a copy (carbons), not an
+    archive result, not only a chat state."""
+    content = False
+    for child in message.elements():
+        if child.xmlns in _NOT_REROUTED and child.name != "active":
+            if child.xmlns != "http://jabber.org/protocol/chatstates":
+                return False
+            continue
+        content = True
+    return content
+
+
+async def counted(pending: Awaitable[Any], sm: StreamManagement) -> None:
+    await pending
+    sm.count_handled()
