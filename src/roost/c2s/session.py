@@ -22,6 +22,9 @@ hook and are serialized once, into the connection's coalescing buffer.
 
 When the connection goes away, whatever complete stanzas the client had sent are still
 handled before the session is torn down (``c2s.closed``), so nothing it fully sent is lost.
+With stream management and resumption enabled (XEP-0198, :mod:`roost.c2s.sm_session`) a lost
+connection only *detaches* the session (``c2s.detached``): it stays routable and queues what
+arrives until the client resumes or the window closes.
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ class C2SSession:
             self._detached = True
             loop_now = asyncio.get_running_loop().time()
             self._server.resumption.detached(sm.id, loop_now + self._server.config.sm_timeout)
+            self._server.hooks.run("c2s.detached", self)
             return
         # Unreachable from now on: stanzas for this resource must go elsewhere (other
         # resources, offline storage) rather than into a dead socket.

@@ -44,6 +44,7 @@ class SMClient:
         self._reader: asyncio.Task[None] | None = None
         self.resumed = 0
         self.fresh_sessions = 0
+        self._confirmed = asyncio.Event()
 
     async def _negotiate(self) -> RawClient:
         raw = await RawClient.connect(self.host, self.port, domain=self.domain)
@@ -77,9 +78,7 @@ class SMClient:
     async def resume(self) -> bool:
         """Resume the previous session; False (and a fresh one) when the server refuses."""
         raw = await self._negotiate()
-        await raw.send(
-            f"<resume xmlns='urn:xmpp:sm:3' h='{self.handled}' previd='{self.sm_id}'/>"
-        )
+        await raw.send(f"<resume xmlns='urn:xmpp:sm:3' h='{self.handled}' previd='{self.sm_id}'/>")
         answer = await raw.next_element()
         if answer.name == "failed":
             h = answer.attrs.get("h")
@@ -103,6 +102,15 @@ class SMClient:
         for _ in range((h - self.server_acked) % MODULO):
             self.unacked.popleft()
         self.server_acked = h
+        self._confirmed.set()
+
+    async def all_acknowledged(self, limit: float = 10.0) -> None:
+        """Ask the server for an ack until everything sent is confirmed."""
+        async with asyncio.timeout(limit):
+            while self.unacked:
+                self._confirmed.clear()
+                await self.request_ack()
+                await self._confirmed.wait()
 
     async def send(self, data: bytes | str) -> None:
         if isinstance(data, str):
