@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from roost.testing import RunningServer
 from tests.e2e.conftest import TIMEOUT, Connect
 
@@ -91,3 +93,21 @@ async def test_message_to_another_domain_bounces_remote_server_not_found(
     error = await asyncio.wait_for(alice.messages.get(), TIMEOUT)
     assert error["type"] == "error"
     assert error["error"]["condition"] == "remote-server-not-found"
+
+
+@pytest.mark.roost_config(offline_limit=3)
+async def test_a_full_offline_queue_bounces_with_resource_constraint(
+    roost_server: RunningServer, connect: Connect
+) -> None:
+    alice_jid = await roost_server.create_user("alice")
+    bob_jid = await roost_server.create_user("bob")
+    alice = await connect(f"{alice_jid}/a")
+    for i in range(5):
+        alice.send_message(mto=bob_jid, mbody=f"n{i}", mtype="chat")
+    errors = []
+    for _ in range(2):
+        error = await alice.next_message()
+        assert error["type"] == "error"
+        errors.append((error["body"], error["error"]["condition"], error["error"]["type"]))
+    assert errors == [("n3", "resource-constraint", "wait"), ("n4", "resource-constraint", "wait")]
+    assert await roost_server.server.storage.count_offline(bob_jid) == 3
