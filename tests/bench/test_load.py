@@ -61,6 +61,28 @@ async def plain_server(tmp_path: Path) -> Any:
 # -- chat ------------------------------------------------------------------------------------
 
 
+async def test_chat_with_stream_management_acknowledges_what_it_receives(
+    plain_server: RunningServer,
+) -> None:
+    unacked_at_close: list[int] = []
+
+    def closed(session: Any) -> None:
+        assert session.sm is not None, "stream management was not enabled"
+        unacked_at_close.append(len(session.sm.queue))
+
+    plain_server.server.hooks.add("c2s.closed", closed)
+    result = await run_load(
+        _config(plain_server, clients=10, max_messages=500, stream_management=True)
+    )
+    _assert_clean(result)
+    assert result.traffic["delivered"] == 500
+    await plain_server.server.settle()
+    assert len(unacked_at_close) == 10
+    # The server asked for acks as it went and the clients answered: what was still
+    # unacknowledged when they left is at most what was sent since the last request.
+    assert max(unacked_at_close) <= 16
+
+
 async def test_chat_closed_loop_delivers_every_message_once(plain_server: RunningServer) -> None:
     result = await run_load(_config(plain_server, clients=20, max_messages=2000, window=2))
     _assert_clean(result)

@@ -117,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--verify", action="store_true", help="verify the server certificate (default: not)"
     )
+    target.add_argument(
+        "--sm",
+        action="store_true",
+        help="enable stream management (XEP-0198) and acknowledge what the server sends",
+    )
     target.add_argument("--cafile", metavar="FILE", help="trust these CAs (implies --verify)")
     target.add_argument(
         "--mechanism",
@@ -255,6 +260,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         password=args.password or _DEFAULT_PASSWORD,
         resource=args.resource,
         mechanism=args.mechanism,
+        stream_management=args.sm,
         server_pid=args.server_pid,
         connect_concurrency=args.connect_concurrency,
         login_timeout=args.login_timeout,

@@ -81,6 +81,7 @@ NS_TLS: Final = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL: Final = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND: Final = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION: Final = "urn:ietf:params:xml:ns:xmpp-session"
+NS_SM: Final = "urn:xmpp:sm:3"
 NS_STANZAS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 _BIND_ID: Final = "lg-bind"
@@ -101,6 +102,7 @@ class Client(asyncio.Protocol):
         "_sasl",
         "_session_needed",
         "_settings",
+        "_sm_handled",
         "_state",
         "_stream_error",
         "_tls",
@@ -147,6 +149,7 @@ class Client(asyncio.Protocol):
         self._session_needed = False
         self._sasl: sasl.Exchange | None = None
         self._stream_error: str | None = None
+        self._sm_handled = -1  # stanzas received since <enable/>; -1 without stream management
 
     @property
     def phase(self) -> str:
@@ -214,8 +217,11 @@ class Client(asyncio.Protocol):
 
     def _dispatch(self, elements: list[bytes], start: int, now: int) -> None:
         handler = self.handler
+        counting = self._sm_handled >= 0
         for i in range(start, len(elements)):
             element = elements[i]
+            if counting and element.startswith((b"<message", b"<presence", b"<iq")):
+                self._sm_handled += 1
             if element.startswith(b"<message"):
                 handler.message(self, element, now)
             elif element.startswith(b"<presence"):
@@ -242,6 +248,9 @@ class Client(asyncio.Protocol):
             self._answer_iq(element)
         elif name == b"error":
             self._stream_error = error_condition(element)
+        elif name == b"r" and self._sm_handled >= 0:
+            # XEP-0198: the server asks how many of its stanzas we have handled.
+            self.send(f"<a xmlns='{NS_SM}' h='{self._sm_handled % 2**32}'/>".encode())
 
     def _answer_iq(self, iq: bytes) -> None:
         kind = attribute(iq, b"type")
@@ -487,6 +496,11 @@ class Client(asyncio.Protocol):
             self._go_online()
 
     def _go_online(self) -> None:
+        if self._settings.stream_management:
+            # Pipelined: the server handles stanzas in order, so nothing need wait for
+            # <enabled/>; counting starts now.
+            self.send(f"<enable xmlns='{NS_SM}'/>".encode())
+            self._sm_handled = 0
         self._state = ONLINE
         self.done.set_result("online")
 

@@ -58,6 +58,7 @@ class LoadConfig:
     password: str = "load-secret"
     resource: str = "load"
     mechanism: str = "auto"  # auto: PLAIN if offered, else SCRAM-SHA-1, else SCRAM-SHA-256
+    stream_management: bool = False  # enable XEP-0198 after binding and answer the server's <r/>
     server_pid: int | None = None  # read this process's RSS from /proc before and after
     connect_concurrency: int = 100  # logins (or registrations) in progress at once
     login_timeout: float = 30.0  # per client, from connect to bound resource

@@ -134,6 +134,7 @@ class LoadRun:
             server_hostname=config.domain if config.verify else None,
             mechanism=config.mechanism,
             resource=config.resource,
+            stream_management=config.stream_management,
         )
         if config.register:
             self._begin("register")

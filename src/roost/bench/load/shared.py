@@ -78,6 +78,7 @@ class Settings:
     server_hostname: str | None = None  # for certificate verification
     mechanism: str = "auto"
     resource: str = "load"
+    stream_management: bool = False
 
 
 def describe(exc: BaseException) -> str:
