@@ -18,7 +18,7 @@ from roost import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from roost.bench import cli as bench_cli
-    from roost.cli import up, user
+    from roost.cli import config, up, user
 
     parser = argparse.ArgumentParser(
         prog="roost",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up.register(subparsers)
     user.register(subparsers)
+    config.register(subparsers)
     bench_cli.register(subparsers)
     return parser
 
@@ -39,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`roost config show | head`): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

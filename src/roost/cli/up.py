@@ -17,79 +17,108 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from roost.cli.common import add_data_dir
+from roost.cli.common import DEFAULT_DATA_DIR
 
 READY = "roost ready"
+
+
+# Flags of `roost up`: (flag, setting key, argparse keywords). Only the flags a user gives
+# take part in the configuration (as the "flag" layer); argparse defaults stay out of it.
+FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--domain", "server.domain", {"help": "the XMPP domain served (localhost)"}),
+    ("--host", "c2s.host", {"help": "address to listen on (127.0.0.1)"}),
+    ("--c2s-port", "c2s.port", {"type": int, "metavar": "PORT", "help": "STARTTLS port (5222)"}),
+    (
+        "--c2s-tls-port",
+        "c2s.tls_port",
+        {"type": int, "metavar": "PORT", "help": "direct TLS port (5223; -1 disables)"},
+    ),
+    (
+        "--log-level",
+        "server.log_level",
+        {"choices": ["debug", "info", "warning", "error"], "help": "logging verbosity (info)"},
+    ),
+]
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "up",
         help="run the server",
-        description="Run a roost node in the foreground until interrupted.",
+        description="Run a roost node in the foreground until interrupted. Settings come from "
+        "defaults < the config file < ROOST_* environment variables < these flags < runtime "
+        "overrides; see `roost config show --origin`.",
     )
-    add_data_dir(parser)
-    parser.add_argument("--domain", default="localhost", help="the XMPP domain served")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--c2s-port", type=_port, default=5222, metavar="PORT", help="STARTTLS port (5222)"
-    )
-    parser.add_argument(
-        "--c2s-tls-port",
-        type=_port,
-        default=5223,
-        metavar="PORT",
-        help="direct TLS port (5223; -1 disables)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging verbosity (info)",
-    )
+    add_config_args(parser)
+    for flag, _key, kwargs in FLAGS:
+        parser.add_argument(flag, default=None, **kwargs)
     parser.add_argument(
         "--registration",
         action="store_true",
+        default=None,
         help="let anyone create an account in-band (XEP-0077)",
     )
     parser.add_argument(
         "--allow-plaintext",
         action="store_true",
+        default=None,
         help="let clients authenticate without TLS (for benchmarks and trusted networks only)",
     )
     parser.set_defaults(handler=run)
 
 
-def _port(text: str) -> int:
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"where roost keeps its data (default: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="configuration file (default: roost.toml in the data directory, if present)",
+    )
+
+
+def flags_of(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+    """The settings given on the command line, for the configuration's flag layer."""
+    flags: dict[str, tuple[Any, str]] = {}
+    if getattr(args, "data_dir", None) is not None:
+        flags["server.data_dir"] = (str(args.data_dir), "--data-dir")
+    for flag, key, _ in FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            flags[key] = (str(value), flag)
+    if getattr(args, "registration", None):
+        flags["auth.registration"] = ("true", "--registration")
+    if getattr(args, "allow_plaintext", None):
+        flags["c2s.require_tls"] = ("false", "--allow-plaintext")
+        flags["c2s.allow_plain_without_tls"] = ("true", "--allow-plaintext")
+    return flags
+
+
+def load(args: argparse.Namespace) -> Any:
+    """Build the configuration for a command; exit 2 with the problems when it is invalid."""
+    from roost.config.pipeline import ConfigError, build
+
     try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not -1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
+        return build(config_file=args.config, flags=flags_of(args))
+    except ConfigError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from roost.config import ServerConfig
-
+    loaded = load(args)
+    config = loaded.config
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
-    )
-    config = ServerConfig(
-        data_dir=Path(args.data_dir),
-        domain=args.domain,
-        host=args.host,
-        c2s_port=args.c2s_port,
-        c2s_tls_port=args.c2s_tls_port,
-        log_level=args.log_level,
-        registration=args.registration,
-        require_tls=not args.allow_plaintext,
-        allow_plain_without_tls=args.allow_plaintext,
     )
     try:
         run_loop(serve(config))

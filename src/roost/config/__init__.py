@@ -1,48 +1,147 @@
-"""Server settings.
+"""Configuration: one typed schema, layered sources with provenance, safe reloads.
 
-One typed record for now; the layered configuration pipeline (file, environment, flags,
-runtime overrides with provenance) builds this same record.
+:class:`ServerConfig` is the schema and the value a node runs with. Each field is declared
+with :func:`~roost.config.schema.option` (key in the file, documentation, bounds, whether it
+may change at run time). :mod:`roost.config.pipeline` builds a ServerConfig from the layers
+(defaults < file < environment < command-line flags < runtime overrides) and remembers which
+layer set every value and which ones it shadowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from roost.config.schema import option
+
+DEFAULT_MODULES = [
+    "roster",
+    "presence",
+    "offline",
+    "disco",
+    "ping",
+    "version",
+    "vcard",
+    "register",
+]
 
 
 @dataclass(slots=True)
 class ServerConfig:
     """Everything a node needs to start. Defaults are the in-a-box defaults."""
 
-    data_dir: Path = Path("./roost-data")
-    domain: str = "localhost"
-    host: str = "127.0.0.1"
-    c2s_port: int = 5222  # STARTTLS (RFC 6120 §5); 0 picks a free port
-    c2s_tls_port: int = 5223  # direct TLS (XEP-0368); 0 picks a free port, -1 disables
-    log_level: str = "info"
-    tls_cert: Path | None = None  # default: a self-signed certificate in data_dir/tls
-    tls_key: Path | None = None
-    require_tls: bool = True  # clients must STARTTLS before authenticating
-    allow_plain_without_tls: bool = False  # SASL PLAIN on an unencrypted stream
-    max_stanza_size: int = 256 * 1024
-    auth_timeout: float = 30.0  # seconds a connection may stay unauthenticated
-    idle_timeout: float = 0.0  # seconds without input before closing; 0 disables
-    keepalive_interval: float = 60.0  # whitespace keepalive after this much output silence
-    hibernate_after: float = 5.0  # release an idle stream's parser buffers after this long
-    scram_iterations: int = 4096
-    registration: bool = False  # XEP-0077 account creation by anyone who connects
-    offline_limit: int = 1000  # messages kept per user while offline
-    sm_timeout: float = 300.0  # seconds a dropped stream can be resumed (XEP-0198); 0 disables
-    sm_max_queue: int = 5000  # unacknowledged stanzas kept per stream
-    modules: list[str] = field(
-        default_factory=lambda: [
-            "roster",
-            "presence",
-            "offline",
-            "disco",
-            "ping",
-            "version",
-            "vcard",
-            "register",
-        ]
+    data_dir: Path = option(
+        Path("./roost-data"), key="server.data_dir", doc="where roost keeps its data"
+    )
+    domain: str = option("localhost", key="server.domain", doc="the XMPP domain served")
+    log_level: str = option(
+        "info",
+        key="server.log_level",
+        doc="logging verbosity",
+        runtime=True,
+        choices=("debug", "info", "warning", "error"),
+    )
+    host: str = option("127.0.0.1", key="c2s.host", doc="address the client listeners bind")
+    c2s_port: int = option(
+        5222,
+        key="c2s.port",
+        doc="STARTTLS port (RFC 6120); 0 picks a free port",
+        minimum=0,
+        maximum=65535,
+    )
+    c2s_tls_port: int = option(
+        5223,
+        key="c2s.tls_port",
+        doc="direct TLS port (XEP-0368); 0 picks a free port, -1 disables",
+        minimum=-1,
+        maximum=65535,
+    )
+    require_tls: bool = option(
+        True, key="c2s.require_tls", doc="clients must use TLS before authenticating", runtime=True
+    )
+    allow_plain_without_tls: bool = option(
+        False,
+        key="c2s.allow_plain_without_tls",
+        doc="allow SASL PLAIN on unencrypted streams (trusted networks and benchmarks only)",
+        runtime=True,
+    )
+    tls_cert: Path | None = option(
+        None, key="tls.cert", doc="certificate chain (PEM); default: a self-signed one"
+    )
+    tls_key: Path | None = option(
+        None, key="tls.key", doc="private key (PEM) of tls.cert", secret=True
+    )
+    scram_iterations: int = option(
+        4096,
+        key="auth.scram_iterations",
+        doc="PBKDF2 iterations for new SCRAM credentials (RFC 7677: at least 4096)",
+        runtime=True,
+        minimum=4096,
+        maximum=10_000_000,
+    )
+    registration: bool = option(
+        False,
+        key="auth.registration",
+        doc="let anyone create an account in-band (XEP-0077)",
+        runtime=True,
+    )
+    max_stanza_size: int = option(
+        256 * 1024,
+        key="limits.max_stanza_size",
+        doc="largest stanza accepted, in bytes",
+        runtime=True,
+        minimum=1024,
+        maximum=64 * 1024 * 1024,
+    )
+    auth_timeout: float = option(
+        30.0,
+        key="limits.auth_timeout",
+        doc="seconds a connection may stay unauthenticated",
+        runtime=True,
+        minimum=1,
+    )
+    idle_timeout: float = option(
+        0.0,
+        key="limits.idle_timeout",
+        doc="seconds without input before a stream is closed; 0 disables",
+        runtime=True,
+        minimum=0,
+    )
+    keepalive_interval: float = option(
+        60.0,
+        key="limits.keepalive_interval",
+        doc="send a whitespace keepalive after this many seconds of output silence",
+        runtime=True,
+        minimum=1,
+    )
+    hibernate_after: float = option(
+        5.0,
+        key="limits.hibernate_after",
+        doc="seconds of silence after which a stream releases its parser buffers",
+        runtime=True,
+        minimum=0,
+    )
+    offline_limit: int = option(
+        1000,
+        key="limits.offline_messages",
+        doc="messages kept per user while offline; more are bounced",
+        runtime=True,
+        minimum=0,
+    )
+    sm_timeout: float = option(
+        300.0,
+        key="limits.resume_timeout",
+        doc="seconds a dropped stream can be resumed (XEP-0198); 0 disables resumption",
+        runtime=True,
+        minimum=0,
+    )
+    sm_max_queue: int = option(
+        5000,
+        key="limits.unacked_stanzas",
+        doc="unacknowledged stanzas kept per stream before it is closed",
+        runtime=True,
+        minimum=10,
+    )
+    modules: list[str] = option(
+        DEFAULT_MODULES, key="modules.enabled", doc="the XMPP feature modules to run"
     )
