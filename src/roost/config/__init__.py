@@ -66,10 +66,14 @@ class ServerConfig:
         runtime=True,
     )
     tls_cert: Path | None = option(
-        None, key="tls.cert", doc="certificate chain (PEM); default: a self-signed one"
+        None,
+        key="tls.cert",
+        doc="certificate chain (PEM); default: a self-signed one. A reload (SIGHUP, "
+        "`roost ctl config reload`) reads the files again, for new connections",
+        runtime=True,
     )
     tls_key: Path | None = option(
-        None, key="tls.key", doc="private key (PEM) of tls.cert", secret=True
+        None, key="tls.key", doc="private key (PEM) of tls.cert", runtime=True, secret=True
     )
     scram_iterations: int = option(
         4096,
@@ -144,4 +148,39 @@ class ServerConfig:
     )
     modules: list[str] = option(
         DEFAULT_MODULES, key="modules.enabled", doc="the XMPP feature modules to run"
+    )
+    mam_max_page: int = option(
+        250,
+        key="mam.max_page",
+        doc="most messages one archive query (XEP-0313) returns; larger requests are capped",
+        runtime=True,
+        minimum=1,
+        maximum=10_000,
+    )
+    mam_default: str = option(
+        "always",
+        key="mam.default",
+        doc="what is archived for users who set no preference (XEP-0313 §6)",
+        runtime=True,
+        choices=("always", "roster", "never"),
+    )
+    admin_socket: Path = option(
+        Path("ctl.sock"),
+        key="admin.socket",
+        doc="unix socket of `roost ctl` and `roost shell` (mode 0600, same user or root only); "
+        "a relative path is in the data directory",
+    )
+    admin_shell: bool = option(
+        True,
+        key="admin.shell",
+        doc="allow `roost shell`, a Python prompt inside the running node (audited in audit.log)",
+        runtime=True,
+    )
+    admin_eval_timeout: float = option(
+        30.0,
+        key="admin.eval_timeout",
+        doc="seconds one `roost shell` evaluation may run before it is cancelled",
+        runtime=True,
+        minimum=0.1,
+        maximum=86400,
     )

@@ -176,3 +176,164 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def unblock(self, jid: str, items: list[str] | None) -> None:
         """Remove these JIDs from the blocklist, or every JID when ``items`` is None."""
+
+    # -- message archive (XEP-0313) ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def archive_messages(self, records: list[ArchiveRecord]) -> None:
+        """Append messages to their owners' archives (one call per batch, not per message).
+
+        A record whose owner has no account (any more) is skipped, and so is one whose
+        ``seq`` is already stored, rather than failing the batch: one stale record must not
+        lose the others.
+        """
+
+    @abc.abstractmethod
+    async def query_archive(self, owner: str, query: ArchiveQuery) -> ArchivePage:
+        """One page of the owner's archive, oldest first; see :class:`ArchiveQuery`.
+
+        Raises :class:`UnknownArchiveId` when an id the query names (``after_id``,
+        ``before_id``, ``ids``, ``after``, ``before``) is not in the owner's archive.
+        """
+
+    @abc.abstractmethod
+    async def last_archive_seq(self) -> int:
+        """The greatest ``seq`` archived so far, for any owner (0 when none).
+
+        An archiving node starts its sequence above it, so that a clock that stepped back
+        while it was down cannot put new messages before old ones.
+        """
+
+    @abc.abstractmethod
+    async def get_archive_prefs(self, owner: str) -> ArchivePrefs | None:
+        """The owner's archiving preferences; None when the owner never set any."""
+
+    @abc.abstractmethod
+    async def set_archive_prefs(self, owner: str, prefs: ArchivePrefs) -> None:
+        """Replace the owner's archiving preferences (StorageError when no such account)."""
+
+
+# -- message archive records -----------------------------------------------------------------
+#
+# Order, time and ids are one number. A record's ``seq`` is the time the server handled the
+# message, in microseconds since the epoch, and the archiving node hands them out strictly
+# increasing (two messages in one microsecond get consecutive values), above every seq already
+# stored (:meth:`Storage.last_archive_seq`). So ``seq`` order is arrival order (XEP-0313 §3.1),
+# a time filter is a seq range, and an archive id, which begins with its seq, finds its record
+# without an index of its own. Each index costs every archived message a write, which is most
+# of what archiving costs; this way a backend needs one, on (owner, seq), to answer every query.
+
+ARCHIVE_SEQ_DIGITS = 13  # hex digits of the seq at the start of an archive id (until 2112)
+
+
+def archive_id_seq(archive_id: str) -> int | None:
+    """The seq an archive id begins with; None when it does not begin with one."""
+    head = archive_id[:ARCHIVE_SEQ_DIGITS]
+    if len(head) != ARCHIVE_SEQ_DIGITS or not all(c in "0123456789abcdef" for c in head):
+        return None
+    return int(head, 16)
+
+
+class UnknownArchiveId(LookupError):
+    """A query named an archive id that the owner's archive does not hold."""
+
+    def __init__(self, archive_id: str) -> None:
+        super().__init__(f"no archived message has the id {archive_id!r}")
+        self.archive_id = archive_id
+
+
+# Not frozen: a record is created on the message path, and a frozen dataclass's __init__ costs
+# three times as much. Nobody changes a record once it is made.
+@dataclass(slots=True)
+class ArchiveRecord:
+    """A message to archive, as the archiving module hands it to :meth:`archive_messages`.
+
+    ``seq`` is the record's place and time (see above; its stamp is ``seq / 1e6``), and
+    ``id`` its archive id: ``seq`` as :data:`ARCHIVE_SEQ_DIGITS` lowercase hex digits, then
+    whatever the archiving module adds to make it unguessable. ``with_jid`` is the other party
+    as addressed (full or bare JID); the store keeps its bare JID and its resource apart so
+    that a query can ask for either. ``direction`` is ``in`` (the owner received it) or
+    ``out`` (the owner sent it); ``stanza`` the message serialized, as it was routed.
+    """
+
+    owner: str
+    seq: int
+    id: str
+    with_jid: str
+    direction: str
+    stanza: str
+
+    @property
+    def stamp(self) -> float:
+        return self.seq / 1e6
+
+
+@dataclass(slots=True, frozen=True)
+class ArchivedMessage:
+    """A message read back from an archive. ``with_jid`` is as it was given when stored."""
+
+    id: str
+    stamp: float  # POSIX time, to the microsecond
+    with_jid: str
+    direction: str
+    stanza: str
+
+
+@dataclass(slots=True, frozen=True)
+class ArchiveQuery:
+    """What :meth:`Storage.query_archive` returns: filters, then a page of what matches.
+
+    Filters (a message must pass every one given): ``with_jid`` (a bare JID matches every
+    resource of that party, a full JID only that resource), ``start`` and ``end`` (inclusive
+    POSIX times, to the microsecond), ``after_id`` and ``before_id`` (exclusive: only
+    messages after, or before, that one), ``ids`` (only these messages).
+
+    The page: up to ``limit`` matching messages, counted from the oldest (or, with
+    ``backward``, from the newest) message of the range left between ``after`` and ``before``
+    (exclusive ids, like RSM's ``<after/>`` and ``<before/>``, XEP-0059). A page is always
+    returned oldest first.
+
+    ``count``: also count the messages that pass the filters (regardless of the page), up
+    to ``count_limit``; counting costs a scan of the matching index range, hence the cap.
+    """
+
+    with_jid: str | None = None
+    start: float | None = None
+    end: float | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+    ids: tuple[str, ...] | None = None
+    after: str | None = None
+    before: str | None = None
+    backward: bool = False
+    limit: int = 50
+    count: bool = True
+    count_limit: int = 10_000
+
+
+@dataclass(slots=True, frozen=True)
+class ArchivePage:
+    """A page of an archive query.
+
+    ``complete`` is true when no matching message lies beyond the page in the direction of
+    paging (after it going forward, before it going backward). ``count`` is the number of
+    messages passing the filters; None when not asked for or above the query's
+    ``count_limit``.
+    """
+
+    messages: list[ArchivedMessage]
+    complete: bool
+    count: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class ArchivePrefs:
+    """Archiving preferences (XEP-0441): which conversations are archived.
+
+    ``default`` is ``always``, ``never`` or ``roster`` (only contacts in the roster); the JIDs
+    in ``always`` and ``never`` override it for those parties.
+    """
+
+    default: str = "always"
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()

@@ -1,0 +1,561 @@
+"""Message Archive Management (XEP-0313 ``urn:xmpp:mam:2``) for one-to-one chats, with unique
+and stable stanza ids (XEP-0359), RSM paging (XEP-0059) and archiving preferences (XEP-0441).
+
+What is archived (XEP-0313 §5.1.1). Messages of type ``chat`` or ``normal`` (or no type) that
+carry a ``<body/>``: not groupchat, headline or error messages, not chat-state-only messages
+(XEP-0085) or receipts, and not messages with a ``<no-store/>`` or ``<no-permanent-store/>``
+hint (XEP-0334). A message between two local users is kept twice, once in each archive: the
+sender's copy (``out``) when the sender's client sends it (the ``c2s.inbound`` hook, last of its
+handlers, so that a message another module refused is not archived), the recipient's copy
+(``in``) on its way to the recipient (``router.message``, late, so that only what is accepted
+for delivery is archived), also when it goes on to offline storage. A message to oneself is
+kept once, as received. Messages to other domains are not archived: there is no
+server-to-server yet, and they bounce.
+
+Preferences (XEP-0441): ``default`` is ``always`` (the server default, ``mam_default`` in the
+configuration), ``never`` or ``roster``, and JIDs in the ``always`` and ``never`` lists override
+it (``never`` wins over ``always``). They are read on the message path, so they are cached:
+loaded when a session binds, and kept in a bounded table that also holds recently loaded offline
+users. A message whose preferences are not cached (the first message to an offline user, say)
+waits for them; on the recipient's side it is then routed again from the start, and this hook
+lets it pass, so handlers of ``router.to_user`` and earlier ones of ``router.message`` see it
+twice.
+
+Stanza ids (XEP-0359 §3, XEP-0313 §3.5). The recipient's copy of the message as delivered gets
+``<stanza-id xmlns='urn:xmpp:sid:0' by='recipient bare JID' id='...'/>``, its id in the
+recipient's archive. Any ``<stanza-id/>`` claiming that ``by`` which this server did not issue
+is removed first, so a sender cannot forge one; one that it did issue means the message was
+archived already (stream management routing an unacknowledged message again), and it is not
+archived twice. The sender's copy gets no stanza-id on the wire: XEP-0313 §3.5 forbids it on
+what goes to the contact.
+
+Ids and order (see also :mod:`roost.storage.base`). Every archived message gets a *seq*: the
+time it was handled in microseconds since the epoch, strictly increasing on this node (two in
+one microsecond get consecutive values) and started above the last seq stored, so that a clock
+stepped back while the server was down cannot put new messages before old ones. The seq is the
+archive's order (XEP-0313 §3.1: arrival order), its time (the stamp is ``seq / 1e6``, exact to
+the microsecond both ways), and the first 13 hex digits of the id; the other 12 are a keyed
+BLAKE2b of those and the owner, so that ids cannot be guessed and this node recognises its own.
+One number for order, time ranges and id lookups lets the store keep a single index, on
+(owner, seq); it holds the other party too, so a conversation (``with``) is read from it as
+well, scanning the owner's part of it (each further index would cost every message a write).
+
+Writing is batched, because archiving is mostly the cost of writing. Archiving never makes
+delivery wait: the hooks append a record to a buffer and return. One background task
+(``Server.spawn``) writes the buffer: it gathers records for ``WINDOW`` seconds (or until
+``BATCH`` of them, or until someone calls :meth:`MamModule.flush`), makes one
+``archive_messages`` call, and goes on while records keep coming. Per record, a batch of a
+few thousand costs SQLite half of what a batch of a thousand does, and far less than rows one
+at a time: each commit writes the index pages it touched once, however many rows it added to
+them. Queries call :meth:`MamModule.flush` first, so a user always finds the messages just
+exchanged. ``Server.stop`` waits for background tasks before it stops modules, which
+drains the buffer. When the store cannot keep up and ``HIGH_WATER`` records wait, new messages
+wait for room like messages whose preferences are not cached (above), which slows their
+senders down (their sessions stop reading) instead of losing messages or memory; only a store
+that stalls completely lets the buffer reach ``MAX_BUFFERED``, past which messages go
+unarchived, without a stanza-id.
+
+Queries (§4): IQ set ``<query/>`` to one's own bare JID; other users' archives are
+``<forbidden/>``. Form fields ``with``, ``start``, ``end``, ``before-id``, ``after-id``,
+``ids``; RSM ``<max/>``, ``<after/>``, ``<before/>`` (empty: the last page); ``<flip-page/>``.
+Results go to the querying session as ``<message><result><forwarded><delay/>original``, then the
+IQ result ``<fin complete=''>`` with the RSM ``<first/>``, ``<last/>`` and ``<count/>``. A page
+holds at most ``mam.max_page`` messages (a setting that changes at run time), whatever ``<max/>``
+asks (no ``<max/>``: a full page). The count is exact up to ``COUNT_LIMIT`` matching messages
+and left out above (counting scans the matching range). An IQ get of ``<query/>`` returns the
+form, of ``<metadata/>`` the first and last message (§5), of ``<prefs/>`` the preferences; a set
+of ``<prefs/>`` replaces them. Malformed input is answered as :mod:`.mam_protocol` describes; an
+unknown id with ``<item-not-found/>``.
+
+Left out: archiving groupchat messages and MUC archives, RSM ``<index/>`` (answered
+``<feature-not-implemented/>``) and the ``index`` of ``<first/>``, the ``<store/>`` hint (a
+message without a body is never archived), stanza-ids on sent carbons, removing messages from
+an archive, and archive retention limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
+
+from roost.c2s.session import C2SSession
+from roost.core.hooks import Stop
+from roost.core.iq import IQRequest, Scope
+from roost.core.module import Module, register_module
+from roost.modules import mam_protocol as wire
+from roost.modules.roster import RosterModule
+from roost.storage.base import (
+    ARCHIVE_SEQ_DIGITS,
+    ArchivePrefs,
+    ArchiveQuery,
+    ArchiveRecord,
+    UnknownArchiveId,
+)
+from roost.xmpp import errors, ns
+from roost.xmpp.element import Element
+from roost.xmpp.jid import JID, InvalidJID, parse_jid
+
+if TYPE_CHECKING:
+    from roost.core.server import Server
+
+log = logging.getLogger(__name__)
+
+COUNT_LIMIT: Final = 10_000  # the RSM count is left out above this many matching messages
+WINDOW: Final = 0.1  # seconds the writer gathers records before a storage call
+BATCH: Final = 5000  # records per storage call at most (one call holds the storage thread)
+HIGH_WATER: Final = 20_000  # records waiting for storage before messages wait for room
+MAX_BUFFERED: Final = 200_000  # records waiting before new ones are refused (a stalled store)
+PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
+
+HINTS: Final = "urn:xmpp:hints"  # XEP-0334
+_NO_STORE: Final = frozenset({"no-store", "no-permanent-store"})
+_ARCHIVED_TYPES: Final = frozenset({"chat", "normal"})
+_ALWAYS: Final = ArchivePrefs("always")
+
+
+class ArchiveIds:
+    """Archive seqs and ids: strictly increasing, unguessable, recognisable (see above)."""
+
+    __slots__ = ("_keyed", "_last")
+
+    LENGTH: Final = ARCHIVE_SEQ_DIGITS + 12
+
+    def __init__(self, key: bytes | None = None) -> None:
+        key = key if key is not None else secrets.token_bytes(32)
+        # Copying a keyed hash is cheaper than keying a new one for every id.
+        self._keyed = hashlib.blake2b(key=key, digest_size=6)
+        self._last = 0
+
+    def advance(self, seq: int) -> None:
+        """Hand out only seqs above ``seq`` from now on (the last one stored)."""
+        self._last = max(self._last, seq)
+
+    def next(self, owner: str) -> tuple[str, int]:
+        """A new id and seq (microseconds since the epoch) for a message of ``owner``."""
+        seq = time.time_ns() // 1000
+        if seq <= self._last:
+            seq = self._last + 1  # two in one microsecond, or the clock stepped back
+        self._last = seq
+        head = f"{seq:013x}"
+        return head + self._tag(head, owner), seq
+
+    def issued(self, archive_id: str, owner: str) -> bool:
+        """Whether this node issued ``archive_id`` for ``owner``'s archive."""
+        if len(archive_id) != self.LENGTH:
+            return False
+        head = archive_id[:ARCHIVE_SEQ_DIGITS]
+        return hmac.compare_digest(archive_id[ARCHIVE_SEQ_DIGITS:], self._tag(head, owner))
+
+    def _tag(self, head: str, owner: str) -> str:
+        keyed = self._keyed.copy()
+        keyed.update((head + owner).encode())
+        return keyed.hexdigest()
+
+
+def _inspect(stanza: Element) -> tuple[bool, bool]:
+    """(whether the message is worth archiving, whether it carries a stanza-id)."""
+    body = False
+    sid = False
+    for child in stanza.children:
+        if type(child) is not Element:
+            continue
+        xmlns = child.xmlns
+        if xmlns == ns.CLIENT:
+            if child.name == "body":
+                body = True
+        elif xmlns == HINTS:
+            if child.name in _NO_STORE:
+                return False, sid
+        elif xmlns == wire.SID and child.name == "stanza-id":
+            sid = True
+    return body, sid
+
+
+@register_module
+class MamModule(Module):
+    name = "mam"
+    account_features = (wire.MAM, wire.MAM_EXTENDED, wire.SID)
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        config = self.server.config
+        default = config.mam_default
+        if default not in wire.PREFS_MODES:
+            raise ValueError(f"mam_default is one of {sorted(wire.PREFS_MODES)}, not {default!r}")
+        self._default = ArchivePrefs(default)
+        self._domain = config.domain
+        self._ids = ArchiveIds()
+        self._roster: RosterModule | None = None
+        # Preferences by owner; insertion order is eviction order (see _remember).
+        self._prefs: dict[str, ArchivePrefs] = {}
+        self._loading: dict[str, asyncio.Future[ArchivePrefs]] = {}
+        # Stanzas decided by the slow path, let through when routed again: id -> stanza (kept
+        # so that the id is not reused meanwhile).
+        self._passing: dict[int, Element] = {}
+        # The last stanza serialized: the sender's and the recipient's copy share the text.
+        self._text_of: Element | None = None
+        self._text = ""
+        # The write buffer and its bookkeeping.
+        self._buffer: list[ArchiveRecord] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._buffered = 0  # records ever buffered
+        self._written = 0  # records ever handed to storage (written or failed)
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        self._hurry = asyncio.Event()  # ends the writer's wait for more records
+        self._room_made: asyncio.Future[None] | None = None  # set when the buffer shrinks
+        self.refused = 0  # records refused because the buffer was full
+        # Set once the ids continue from the last seq stored (see _continue_sequence).
+        self._sequenced: asyncio.Future[None] | None = None
+        self._sequenced_done = False
+
+    def start(self) -> None:
+        roster = self.server.modules.get("roster")
+        self._roster = roster if isinstance(roster, RosterModule) else None
+        self._sequenced = asyncio.get_running_loop().create_future()
+        self.server.spawn(self._continue_sequence(self._sequenced))
+        self.hook("c2s.bound", self._on_bound)
+        self.hook("c2s.inbound", self._outgoing, priority=90)
+        self.hook("router.message", self._incoming, priority=90)
+        self.iq(Scope.ACCOUNT, wire.MAM, self._on_iq)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._buffer:
+            # Server.stop drains the buffer before stopping modules; this is for a stop
+            # without it (call flush() first).
+            log.error("%d messages were not archived: stopped before flush()", len(self._buffer))
+
+    # -- the message path ----------------------------------------------------------------------
+
+    def _outgoing(self, stanza: Element, session: C2SSession) -> Any:
+        """The sender's copy (``c2s.inbound``)."""
+        if stanza.name != "message":
+            return stanza
+        attrs = stanza.attrs
+        if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
+            return stanza
+        to_attr = attrs.get("to")
+        if to_attr is None or not _inspect(stanza)[0]:
+            return stanza
+        try:
+            to = parse_jid(to_attr)
+        except InvalidJID:
+            return stanza
+        owner = session.jid.bare_str
+        if to.local is None or to.domain != self._domain or to.bare_str == owner:
+            return stanza
+        allowed = self._allowed(owner, to)
+        if allowed is None:
+            return Stop(self._outgoing_later(stanza, session, to))
+        if allowed:
+            self._record(owner, str(to), "out", stanza)
+        return stanza
+
+    async def _outgoing_later(self, stanza: Element, session: C2SSession, to: JID) -> None:
+        owner = session.jid.bare_str
+        if await self._allowed_later(owner, to):
+            self._record(owner, str(to), "out", stanza)
+        # Every other c2s.inbound handler ran before this one: route as the session would.
+        pending = self.server.router.route(stanza, session)
+        if pending is not None:
+            await pending
+
+    def _incoming(self, stanza: Element, to: JID) -> Any:
+        """The recipient's copy (``router.message``), and its stanza-id."""
+        attrs = stanza.attrs
+        if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
+            return stanza
+        archivable, has_sid = _inspect(stanza)
+        if not archivable:
+            return stanza
+        owner = to.bare_str
+        if has_sid:
+            claimed = [
+                child
+                for child in stanza.elements("stanza-id", wire.SID)
+                if child.attrs.get("by") == owner
+            ]
+            if any(self._ids.issued(child.attrs.get("id", ""), owner) for child in claimed):
+                return stanza  # archived when first routed (and routed again since)
+            if claimed:
+                stanza = stanza.shallow_copy()
+                for child in claimed:
+                    stanza.remove(child)  # forged (XEP-0359 §3)
+        if self._passing and self._passing.get(id(stanza)) is stanza:
+            return stanza
+        try:
+            sender = parse_jid(attrs.get("from", ""))
+        except InvalidJID:
+            return stanza
+        allowed = self._allowed(owner, sender)
+        if allowed is None:
+            return Stop(self._incoming_later(stanza, owner, sender))
+        if allowed:
+            return self._archived_incoming(stanza, owner, sender)
+        return stanza
+
+    def _archived_incoming(self, stanza: Element, owner: str, sender: JID) -> Element:
+        archive_id = self._record(owner, str(sender), "in", stanza)
+        if archive_id is None:
+            return stanza
+        delivered = stanza.shallow_copy()
+        delivered.children.append(Element("stanza-id", wire.SID, {"by": owner, "id": archive_id}))
+        return delivered
+
+    async def _incoming_later(self, stanza: Element, owner: str, sender: JID) -> None:
+        if await self._allowed_later(owner, sender):
+            stanza = self._archived_incoming(stanza, owner, sender)
+        # The router has no way to resume after this hook: route the stanza again from the
+        # start, and let it through when it comes back here.
+        key = id(stanza)
+        self._passing[key] = stanza
+        try:
+            pending = self.server.router.route(stanza)
+            if pending is not None:
+                await pending
+        finally:
+            del self._passing[key]
+
+    async def _continue_sequence(self, done: asyncio.Future[None]) -> None:
+        """Start above the last seq stored, whatever the clock says (see the docstring)."""
+        try:
+            self._ids.advance(await self.server.storage.last_archive_seq())
+        except Exception:
+            log.exception("cannot read the last archive seq; going by the clock")
+        finally:
+            self._sequenced_done = True
+            done.set_result(None)
+
+    # -- preferences on the message path -------------------------------------------------------
+
+    def _allowed(self, owner: str, other: JID) -> bool | None:
+        """Whether the owner archives messages with ``other``; None when that must wait."""
+        if len(self._buffer) >= HIGH_WATER or not self._sequenced_done:
+            return None
+        prefs = self._prefs.get(owner)
+        if prefs is None:
+            return None
+        if prefs is _ALWAYS:
+            return True
+        return self._decided(prefs, owner, other)
+
+    def _decided(self, prefs: ArchivePrefs, owner: str, other: JID) -> bool | None:
+        """What the preferences say; None when that needs the roster, which is not cached."""
+        bare = other.bare_str
+        full = str(other)
+        if bare in prefs.never or full in prefs.never:
+            return False
+        if bare in prefs.always or full in prefs.always:
+            return True
+        if prefs.default != "roster":
+            return prefs.default == "always"
+        roster = self._roster.cached(owner) if self._roster is not None else None
+        if roster is None:
+            return None
+        return any(item.jid == bare and item.visible for item in roster.items)
+
+    async def _allowed_later(self, owner: str, other: JID) -> bool:
+        if not self._sequenced_done:
+            assert self._sequenced is not None  # started
+            await asyncio.shield(self._sequenced)
+        while len(self._buffer) >= HIGH_WATER:
+            await self._room()
+        prefs = await self.prefs(owner)
+        decided = self._decided(prefs, owner, other)
+        if decided is not None:
+            return decided
+        item = await self.server.storage.get_roster_item(owner, other.bare_str)
+        return item is not None and item.visible
+
+    async def prefs(self, owner: str) -> ArchivePrefs:
+        """The owner's preferences (the server default when never set), cached."""
+        cached = self._prefs.get(owner)
+        if cached is not None:
+            return cached
+        loading = self._loading.get(owner)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[ArchivePrefs] = asyncio.get_running_loop().create_future()
+        self._loading[owner] = future
+        try:
+            stored = await self.server.storage.get_archive_prefs(owner)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters may be none
+            raise
+        finally:
+            del self._loading[owner]
+        prefs = self._remember(owner, stored)
+        future.set_result(prefs)
+        return prefs
+
+    def _remember(self, owner: str, stored: ArchivePrefs | None) -> ArchivePrefs:
+        prefs = self._default if stored is None or stored == self._default else stored
+        if prefs == _ALWAYS:
+            prefs = _ALWAYS  # the common case, recognised by identity on the message path
+        self._prefs.pop(owner, None)
+        if len(self._prefs) >= PREFS_CACHED:
+            # The oldest entry goes; for an online user, a later message loads it again.
+            del self._prefs[next(iter(self._prefs))]
+        self._prefs[owner] = prefs
+        return prefs
+
+    def _on_bound(self, session: C2SSession) -> None:
+        owner = session.jid.bare_str
+        if owner not in self._prefs and owner not in self._loading:
+            self.server.spawn(self.prefs(owner))
+
+    # -- the write buffer ----------------------------------------------------------------------
+
+    def _record(self, owner: str, with_jid: str, direction: str, stanza: Element) -> str | None:
+        """Buffer a message for ``owner``'s archive; its archive id, None when refused."""
+        if len(self._buffer) >= MAX_BUFFERED:
+            self.refused += 1
+            if self.refused % 1000 == 1:
+                log.error("archive writes are not keeping up: %d messages refused", self.refused)
+            return None
+        if stanza is not self._text_of:
+            # The sender's copy was serialized moments ago when this is the recipient's.
+            self._text_of = stanza
+            self._text = stanza.to_str()
+        archive_id, seq = self._ids.next(owner)
+        buffer = self._buffer
+        buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text))
+        self._buffered += 1
+        if self._writer is None:
+            self._writer = self.server.spawn(self._write())
+        elif len(buffer) == BATCH:
+            self._hurry.set()
+        return archive_id
+
+    async def _write(self) -> None:
+        storage = self.server.storage
+        buffer = self._buffer
+        hurry = self._hurry
+        loop = asyncio.get_running_loop()
+        try:
+            while buffer:
+                if len(buffer) < BATCH and not self._flushes and self._room_made is None:
+                    # Gather records for a while: per record, a big batch costs a fraction of
+                    # a small one (see the module docstring). flush() and a full batch end
+                    # the wait early.
+                    hurry.clear()
+                    timer = loop.call_later(WINDOW, hurry.set)
+                    try:
+                        await hurry.wait()
+                    finally:
+                        timer.cancel()
+                batch = buffer[:BATCH]
+                del buffer[:BATCH]
+                try:
+                    await storage.archive_messages(batch)
+                except Exception:
+                    log.exception("failed to archive %d messages", len(batch))
+                self._written += len(batch)
+                self._settle_flushes()
+                room = self._room_made
+                if room is not None and len(buffer) < HIGH_WATER:
+                    self._room_made = None
+                    room.set_result(None)
+        finally:
+            self._writer = None
+            self._text_of = None  # nothing more to share; let the stanza go
+
+    async def _room(self) -> None:
+        """Wait until the buffer has room again (the writer took a batch)."""
+        if self._room_made is None:
+            self._room_made = asyncio.get_running_loop().create_future()
+        self._hurry.set()
+        await asyncio.shield(self._room_made)
+
+    def _settle_flushes(self) -> None:
+        written = self._written
+        waiting = []
+        for target, future in self._flushes:
+            if target <= written:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._flushes = waiting
+
+    async def flush(self) -> None:
+        """Wait until every message buffered before this call has been handed to storage."""
+        target = self._buffered
+        if self._written >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append((target, future))
+        self._hurry.set()
+        await future
+
+    # -- IQs ------------------------------------------------------------------------------
+
+    async def _on_iq(self, request: IQRequest) -> Element:
+        if not request.own_account:
+            raise errors.forbidden("an archive is open to its owner only")
+        name = request.payload.name
+        setting = request.type == "set"
+        if name == "query":
+            return await self._query(request) if setting else request.result(wire.query_form())
+        if name == "prefs":
+            return await (self._set_prefs(request) if setting else self._get_prefs(request))
+        if name == "metadata" and not setting:
+            return await self._metadata(request)
+        raise errors.bad_request(f"<{name}/> is not a {wire.MAM} request")
+
+    async def _query(self, request: IQRequest) -> Element:
+        parsed = wire.parse_query(request.payload, max_page=self.server.config.mam_max_page)
+        query = replace(parsed.query, count_limit=COUNT_LIMIT)
+        owner = request.sender.bare_str
+        await self.flush()  # the user finds the messages just exchanged
+        try:
+            page = await self.server.storage.query_archive(owner, query)
+        except UnknownArchiveId as exc:
+            raise errors.item_not_found(str(exc)) from None
+        to = str(request.sender)
+        messages = page.messages[::-1] if parsed.flip else page.messages
+        for message, original in zip(messages, wire.parse_stored(messages), strict=True):
+            result = wire.result_message(
+                message, original, to=to, owner=owner, queryid=parsed.queryid
+            )
+            self._send(request, result)
+        return request.result(wire.fin(page))
+
+    def _send(self, request: IQRequest, stanza: Element) -> None:
+        origin = request.origin
+        if origin is not None:
+            origin.send(stanza)
+            return
+        route = self.server.sessions.get(request.sender)
+        if route is not None:
+            route.deliver(stanza)
+
+    async def _metadata(self, request: IQRequest) -> Element:
+        owner = request.sender.bare_str
+        await self.flush()
+        storage = self.server.storage
+        first = await storage.query_archive(owner, ArchiveQuery(limit=1, count=False))
+        last = await storage.query_archive(owner, ArchiveQuery(limit=1, backward=True, count=False))
+        return request.result(
+            wire.metadata(
+                first.messages[0] if first.messages else None,
+                last.messages[0] if last.messages else None,
+            )
+        )
+
+    async def _get_prefs(self, request: IQRequest) -> Element:
+        return request.result(wire.prefs_element(await self.prefs(request.sender.bare_str)))
+
+    async def _set_prefs(self, request: IQRequest) -> Element:
+        prefs = wire.parse_prefs(request.payload)
+        owner = request.sender.bare_str
+        await self.server.storage.set_archive_prefs(owner, prefs)
+        self._remember(owner, prefs)
+        return request.result(wire.prefs_element(prefs))
