@@ -463,13 +463,18 @@ class C2SSession:
         if out is not None:
             self._write_stanza(out)
 
-    def emit(self, stanza: Element) -> None:
-        """Send through the outbound hooks even while deliveries are held."""
+    def emit(self, stanza: Element) -> bool:
+        """Send through the outbound hooks even while deliveries are held.
+
+        False when the session has ended and took nothing: the caller still owns the stanza
+        (the offline module then keeps it stored).
+        """
         if self.state is State.CLOSED:
-            return
+            return False
         out = self._server.hooks.fold("c2s.outbound", stanza, self)
         if out is not None:
             self._write_stanza(out)
+        return True
 
     def hold(self) -> None:
         """Queue deliveries instead of sending them, until :meth:`release`.
@@ -558,14 +563,20 @@ class C2SSession:
             if self.authenticated:
                 self._server.hooks.run("c2s.closed", self)
         self.available = False
+        # What was never confirmed by the client (stream management) or never even sent
+        # (held while stored messages were replayed) is routed again, never dropped.
+        unsent: list[Element] = []
         sm = self.sm
         if sm is not None:
             if sm.id:
                 self._server.resumption.ended(sm.id, self.username or "", sm.handled)
-            unacked = list(sm.queue)
+            unsent += sm.queue
             sm.queue.clear()
-            if unacked:
-                self._server.spawn(sm_session.reroute(self, unacked))
+        if self._held:
+            unsent += self._held
+        self._held = None
+        if unsent:
+            self._server.spawn(sm_session.reroute(self, unsent))
 
     def expire(self) -> None:
         """The resumption window closed (or the server stops): end a detached session."""

@@ -147,6 +147,11 @@ class ResumptionTable:
             return None
         return session
 
+    def closing(self, sm_id: str) -> None:
+        """The session is ending: it can no longer be resumed (its final count comes later)."""
+        self._sessions.pop(sm_id, None)
+        self._deadlines.pop(sm_id, None)
+
     def ended(self, sm_id: str, user: str, handled: int) -> None:
         self._sessions.pop(sm_id, None)
         self._deadlines.pop(sm_id, None)

@@ -105,6 +105,10 @@ def expire(session: C2SSession) -> None:
     if session._finished:
         return
     session._detached = False
+    sm = session.sm
+    if sm is not None and sm.id:
+        # No resuming from now on, even while the last stanzas are still being handled.
+        session._server.resumption.closing(sm.id)
     if not session._busy:
         session._finish()
 

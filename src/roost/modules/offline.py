@@ -109,15 +109,19 @@ class OfflineModule(Module):
                 messages = await storage.fetch_offline(user, 500)
                 if not messages:
                     break
+                taken: list[int] = []
                 for message in messages:
                     try:
                         stanza = parse_element(message.stanza)
                     except errors.StreamError:
                         self.log.warning("dropping an unreadable stored message for %s", user)
+                        taken.append(message.id)
                         continue
-                    session.emit(stanza)
-                await storage.delete_offline(user, [m.id for m in messages])
-                if len(messages) < 500:
+                    if not session.emit(stanza):
+                        break  # the session ended meanwhile: the rest stays stored
+                    taken.append(message.id)
+                await storage.delete_offline(user, taken)
+                if len(taken) < len(messages) or len(messages) < 500:
                     break
         finally:
             session.release()
