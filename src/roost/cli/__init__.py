@@ -18,7 +18,7 @@ from roost import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from roost.bench import cli as bench_cli
-    from roost.cli import config, up, user
+    from roost.cli import cluster, config, ctl, shell, up, user
 
     parser = argparse.ArgumentParser(
         prog="roost",
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     user.register(subparsers)
     config.register(subparsers)
     bench_cli.register(subparsers)
+    cluster.register(subparsers)
+    ctl.register(subparsers)
+    shell.register(subparsers)
     return parser
 
 

@@ -1,8 +1,10 @@
-"""``roost up``: run a node until SIGINT or SIGTERM.
+"""``roost up``: run a node until SIGINT or SIGTERM (or ``roost ctl stop``).
 
 Prints one ready line on stdout once clients can connect, naming the ports, for people and
 for scripts that wait for it. On a signal every stream is closed with ``<system-shutdown/>``
-and storage is flushed before the process exits.
+and storage is flushed before the process exits. SIGHUP reloads the configuration
+(:mod:`roost.admin.reload`): runtime settings and the TLS certificate take effect, the
+others are logged as needing a restart, and an invalid configuration changes nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.cli.common import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from roost.admin.reload import ConfigSource
+    from roost.config.pipeline import LoadedConfig
 
 READY = "roost ready"
 
@@ -113,6 +119,8 @@ def load(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from roost.admin.reload import ConfigSource
+
     loaded = load(args)
     config = loaded.config
     logging.basicConfig(
@@ -120,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A reload (SIGHUP, `roost ctl config reload`) builds from these same inputs again.
+    source = ConfigSource.capture(args.config, flags_of(args))
     try:
-        run_loop(serve(config))
+        run_loop(serve(config, loaded=loaded, source=source))
     except OSError as exc:
         print(f"roost: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -138,16 +148,20 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def serve(config: Any) -> None:
+async def serve(
+    config: Any, *, loaded: LoadedConfig | None = None, source: ConfigSource | None = None
+) -> None:
+    """Run a node until SIGINT/SIGTERM or `roost ctl stop`; SIGHUP reloads the configuration."""
     from roost.core.server import Server
 
     started = time.perf_counter()
-    server = Server(config)
+    server = Server(config, loaded=loaded, source=source)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: server.spawn(_reload(server)))
     ports = server.ports
     parts = [f"c2s {config.host}:{ports['c2s']} (STARTTLS)"]
     if "c2s_tls" in ports:
@@ -157,8 +171,24 @@ async def serve(config: Any) -> None:
         f"({(time.perf_counter() - started) * 1000:.0f} ms)",
         flush=True,
     )
+    signalled = loop.create_task(stop.wait())
+    stopped = loop.create_task(server.wait_stopped())
     try:
-        await stop.wait()
+        await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        signalled.cancel()
+        stopped.cancel()
         logging.getLogger("roost").info("shutting down")
         await server.stop()
+
+
+async def _reload(server: Any) -> None:
+    from roost.admin.commands import CommandError
+    from roost.admin.reload import reload
+
+    log = logging.getLogger("roost")
+    log.info("SIGHUP: reloading the configuration")
+    try:
+        await reload(server)  # logs what it applied and what needs a restart
+    except CommandError as exc:
+        log.error("reload refused: %s", exc.message)

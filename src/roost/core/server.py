@@ -5,6 +5,14 @@
 ``router`` and ``modules``. ``start()`` opens storage, starts the modules, then the listeners;
 ``stop()`` reverses that, closing every stream with ``<system-shutdown/>`` first and flushing
 storage last, so that nothing accepted is lost on the way down.
+
+Each node also runs its control channel (:mod:`roost.admin`): a unix socket in the data
+directory for ``roost ctl`` and ``roost shell``. Claiming it is the first thing ``start()``
+does, so a second node on the same data directory refuses to start; closing it is the last
+thing ``stop()`` does, so ``roost ctl stop`` returns once everything is flushed. The server
+keeps the configuration as loaded (``loaded``: provenance, files), the inputs it came from
+(``config_source``) and a ``config_version`` bumped by every reload that changes something
+(:mod:`roost.admin.reload`).
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import logging
 import ssl
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost import __version__
+from roost.admin.channel import ControlChannel
 from roost.c2s.listener import C2SListener
 from roost.c2s.sm import ResumptionTable
 from roost.c2s.tls import ensure_self_signed, server_context
@@ -29,14 +38,28 @@ from roost.router.registry import SessionRegistry
 from roost.router.router import Router
 from roost.storage import Storage, open_storage
 
+if TYPE_CHECKING:
+    from roost.admin.reload import ConfigSource
+    from roost.config.pipeline import LoadedConfig
+
 log = logging.getLogger(__name__)
 
 
 class Server:
     """One roost node. See the module docstring."""
 
-    def __init__(self, config: ServerConfig, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        storage: Storage | None = None,
+        *,
+        loaded: LoadedConfig | None = None,
+        source: ConfigSource | None = None,
+    ) -> None:
         self.config = config
+        self.loaded = loaded
+        self.config_source = source
+        self.config_version = loaded.version if loaded is not None else 1
         self.version = __version__
         self.storage = storage if storage is not None else open_storage(config.data_dir)
         self.auth = Authenticator(self.storage, config.scram_iterations)
@@ -51,7 +74,10 @@ class Server:
         self.listeners: list[C2SListener] = []
         self.started_at = 0.0
         self._stopping = False
+        self._stopped = asyncio.Event()
+        self._stop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.control = ControlChannel(self)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work that belongs to no session (a disconnect's presence broadcast, say).
@@ -81,9 +107,14 @@ class Server:
     async def start(self) -> None:
         config = self.config
         self.started_at = time.time()
-        await self.storage.open()
+        self.control.claim()  # raises when another node runs on this data directory
         try:
-            self.tls_context = self._tls_context()
+            await self.storage.open()
+        except BaseException:
+            self.control.release()
+            raise
+        try:
+            self.tls_context = self.make_tls_context(config)
             for name in config.modules:
                 self.modules[name] = module_class(name)(self)
             for module in self.modules.values():
@@ -96,6 +127,7 @@ class Server:
                 self.listeners.append(
                     await C2SListener.start(self, config.host, config.c2s_tls_port, direct_tls=True)
                 )
+            await self.control.start()
         except BaseException:
             await self.stop()
             raise
@@ -108,23 +140,49 @@ class Server:
         finally:
             self._expiry = loop.call_later(1.0, self._expire_detached)
 
-    def _tls_context(self) -> ssl.SSLContext:
-        config = self.config
+    def make_tls_context(self, config: ServerConfig) -> ssl.SSLContext:
+        """A TLS context from the configured certificate (raises if it cannot be loaded)."""
         if config.tls_cert is not None and config.tls_key is not None:
             cert, key = config.tls_cert, config.tls_key
         else:
             cert, key = ensure_self_signed(config.data_dir / "tls", config.domain)
-        return server_context(cert, key)
+        context = server_context(cert, key)
+        context.sni_callback = self._current_tls
+        return context
+
+    def _current_tls(self, tls: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        # A reload replaces tls_context; whoever captured an older context (the direct TLS
+        # listener keeps the one it started with) hands new handshakes to the current one.
+        current = self.tls_context
+        if current is not None and current is not context:
+            tls.context = current
 
     @property
     def ports(self) -> dict[str, int]:
         """The bound ports by listener kind (``c2s``, ``c2s_tls``)."""
         return {listener.kind: listener.port for listener in self.listeners}
 
+    def request_stop(self) -> None:
+        """Stop soon, in a task of its own (the ``stop`` admin command's reply goes first)."""
+        if self._stop_task is None and not self._stopping:
+            self._stop_task = asyncio.get_running_loop().create_task(self.stop())
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
     async def stop(self) -> None:
         if self._stopping:
+            await self._stopped.wait()
             return
         self._stopping = True
+        try:
+            await self._stop()
+        finally:
+            await self.control.close()
+            self._stopped.set()
+
+    async def _stop(self) -> None:
+        self.control.stop_accepting()
         for listener in self.listeners:
             listener.stop_accepting()
         for listener in self.listeners:

@@ -3,18 +3,32 @@
 Start-up cost matters here because every end-to-end test pays it: the self-signed certificate
 is generated once per process and copied into each server's data directory, so that a server
 starts in a few milliseconds.
+
+The configuration is built like ``roost up`` builds it (:mod:`roost.config.pipeline`), with the
+test's settings as typed values given in code (see :class:`roost.admin.reload.ConfigSource`;
+they are not range-checked) and without the environment: a ``roost.toml`` and the runtime
+overrides in the data directory apply, so a second server on the same data directory sees
+what ``roost ctl config set`` persisted, and ``config reload`` works as on a real node.
+
+White-box tests evaluate code inside the node with :meth:`RunningServer.eval` and
+:meth:`RunningServer.call`, with the semantics of ``roost shell`` (top-level ``await``, one
+namespace with the shell's helpers, a timeout). Here the node runs in the test's own event
+loop, so values come back as objects; a node in another process offers the same through its
+control channel (:class:`roost.admin.client.AsyncControlClient`), with JSON values.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from roost.admin.reload import ConfigSource
+from roost.admin.shell import Evaluation, Evaluator
 from roost.c2s.tls import ensure_self_signed
 from roost.config import ServerConfig
 from roost.core.server import Server
@@ -42,6 +56,7 @@ class RunningServer:
     domain: str
     data_dir: Path
     cert: Path  # the server's self-signed certificate, to trust in clients
+    _evaluator: Evaluator | None = field(default=None, repr=False)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -54,6 +69,35 @@ class RunningServer:
             raise ValueError(f"{jid} already exists")
         return jid
 
+    @property
+    def socket(self) -> Path:
+        """The node's control socket (for ``roost ctl --socket`` or the admin client)."""
+        assert self.server.control.path is not None
+        return self.server.control.path
+
+    async def evaluate(self, code: str) -> Evaluation:
+        """Evaluate ``code`` in the node as ``roost shell`` does; the whole outcome."""
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.server)
+        return await self._evaluator.evaluate(code, limit=self.server.config.admin_eval_timeout)
+
+    async def eval(self, code: str) -> Any:
+        """The value of ``code`` evaluated in the node; what it raised is raised here."""
+        return _outcome(await self.evaluate(code))
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)`` run in the node (awaited if it returns an awaitable)."""
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.server)
+        limit = self.server.config.admin_eval_timeout
+        return _outcome(await self._evaluator.call(function, *args, limit=limit, **kwargs))
+
+
+def _outcome(evaluation: Evaluation) -> Any:
+    if evaluation.error is not None:
+        raise evaluation.error
+    return evaluation.value
+
 
 @asynccontextmanager
 async def running_server(
@@ -62,14 +106,16 @@ async def running_server(
     """Start a server in ``data_dir`` on free loopback ports; stop it on exit."""
     base = config if config is not None else ServerConfig()
     settings = {"data_dir": data_dir, "c2s_port": 0, "c2s_tls_port": 0, **overrides}
-    config = replace(base, **settings)
+    source = ConfigSource.of_config(replace(base, **settings))
+    loaded = source.build()
+    config = loaded.config
     tls_dir = data_dir / "tls"
     if config.tls_cert is None and not (tls_dir / "cert.pem").exists():
         tls_dir.mkdir(parents=True, exist_ok=True)
         shared = _shared_certificate(config.domain)
         shutil.copy(shared / "cert.pem", tls_dir / "cert.pem")
         shutil.copy(shared / "key.pem", tls_dir / "key.pem")
-    server = Server(config)
+    server = Server(config, loaded=loaded, source=source)
     await server.start()
     try:
         ports = server.ports

@@ -1,0 +1,232 @@
+"""``config get|set|unset|reload|status``: the configuration of the running node.
+
+``config set KEY VALUE`` validates the value with the schema's conversion, writes it to the
+runtime overrides (``overrides.toml`` in the data directory; they win over every other layer
+and survive restarts), then reloads: a runtime setting takes effect at once, any other is
+reported as needing a restart. If the reload fails the overrides file is restored, so the
+node's state and the file never disagree. ``config unset KEY`` removes an override the same
+way. See :mod:`roost.admin.reload` for what a reload does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from roost.admin import render
+from roost.admin.commands import Arg, CommandError, command
+from roost.config.pipeline import OVERRIDES_FILE, SCHEMA, display
+
+if TYPE_CHECKING:
+    from roost.core.server import Server
+
+KEYS = tuple(SCHEMA)  # for shell completion of KEY arguments
+
+
+def _setting(key: str) -> Any:
+    from roost.config.pipeline import _unknown
+
+    setting = SCHEMA.get(key)
+    if setting is None:
+        raise CommandError("bad-arguments", _unknown(key))
+    return setting
+
+
+def _entry(node: Server, key: str) -> dict[str, Any]:
+    setting = SCHEMA[key]
+    running = getattr(node.config, setting.attribute)
+    entry: dict[str, Any] = {
+        "key": key,
+        "value": display(setting, running),
+        "layer": None,
+        "where": None,
+        "runtime": setting.runtime,
+        "pending": None,
+    }
+    loaded = node.loaded
+    if loaded is not None:
+        origin = loaded.origin(key)
+        entry["layer"], entry["where"] = origin.layer, origin.where or None
+        if origin.value != running:
+            entry["pending"] = display(setting, origin.value)  # configured, not yet running
+    return entry
+
+
+def _render_get(result: Any) -> str:
+    rows = result if isinstance(result, list) else [result]
+    lines = []
+    for row in rows:
+        origin = row["layer"] or "?"
+        if row["where"]:
+            origin += f" ({row['where']})"
+        pending = f"  [after restart: {row['pending']}]" if row["pending"] is not None else ""
+        lines.append((row["key"], f"{row['value']}    # {origin}{pending}"))
+    width = max(len(key) for key, _ in lines)
+    return "\n".join(f"{key:<{width}} = {text}" for key, text in lines)
+
+
+@command(
+    "config get",
+    "the running value of a setting and where it comes from (every setting without KEY)",
+    Arg("key", "a setting, e.g. limits.max_stanza_size", required=False, hints=KEYS),
+    render=_render_get,
+)
+async def config_get(node: Server, key: str | None) -> Any:
+    if key is None:
+        return [_entry(node, k) for k in SCHEMA]
+    _setting(key)
+    return _entry(node, key)
+
+
+def _overrides_path(node: Server) -> Path:
+    return node.config.data_dir / OVERRIDES_FILE
+
+
+async def _change_override(node: Server, key: str, value: Any) -> dict[str, Any]:
+    """Write one override (None removes it) and reload; restore the file on failure."""
+    from roost.admin.reload import apply, candidate, lock
+    from roost.config.pipeline import write_overrides
+
+    async with lock(node):
+        path = _overrides_path(node)
+        previous = path.read_bytes() if path.exists() else None
+        try:
+            write_overrides(node.config.data_dir, {key: value})
+        except OSError as exc:
+            raise CommandError("failed", f"cannot write {path}: {exc.strerror}") from None
+        try:
+            report = apply(node, candidate(node))
+        except BaseException:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(previous)
+            raise
+    restart = key in report.restart_needed or key in _pending_keys(node)
+    return {
+        "key": key,
+        "value": _entry(node, key)["pending" if restart else "value"],
+        "applied": not restart,
+        "restart_needed": restart,
+        "overrides": str(path),
+        "version": report.version,
+    }
+
+
+def _pending_keys(node: Server) -> set[str]:
+    from roost.admin.reload import pending_restart
+
+    return set(pending_restart(node))
+
+
+def _render_change(result: dict[str, Any]) -> str:
+    when = "takes effect after a restart" if result["restart_needed"] else "applied now"
+    return (
+        f"{result['key']} = {result['value']} ({when}; kept in {result['overrides']}; "
+        f"config version {result['version']})"
+    )
+
+
+@command(
+    "config set",
+    "set a runtime override (persisted; applied at once when the setting allows)",
+    Arg("key", "a setting, e.g. limits.max_stanza_size", hints=KEYS),
+    Arg("value", "its new value, as in ROOST_* variables (lists comma-separated)"),
+    render=_render_change,
+    audit=True,
+)
+async def config_set(node: Server, key: str, value: str) -> dict[str, Any]:
+    from roost.config.pipeline import convert
+
+    setting = _setting(key)
+    if key == "server.data_dir":
+        raise CommandError(
+            "bad-arguments",
+            "server.data_dir holds the overrides; set it with --data-dir or ROOST_SERVER__DATA_DIR",
+        )
+    try:
+        typed = convert(setting, value)
+    except ValueError as exc:
+        raise CommandError("bad-arguments", f"{key}: {exc}") from None
+    if typed is None:
+        raise CommandError("bad-arguments", f"{key}: use `config unset {key}` to remove it")
+    return await _change_override(node, key, typed)
+
+
+@command(
+    "config unset",
+    "remove a runtime override (the value of the lower layers comes back)",
+    Arg("key", "a setting with an override", hints=KEYS),
+    render=_render_change,
+    audit=True,
+)
+async def config_unset(node: Server, key: str) -> dict[str, Any]:
+    from roost.config.pipeline import file_layer
+
+    _setting(key)
+    path = _overrides_path(node)
+    current, _ = file_layer(path, "override") if path.exists() else ({}, [])
+    if key not in current:
+        raise CommandError("not-found", f"{key} has no runtime override")
+    return await _change_override(node, key, None)
+
+
+def _render_reload(result: dict[str, Any]) -> str:
+    if not result["changed"]:
+        return f"no changes (config version {result['version']}); TLS certificate reloaded"
+    lines = [f"config version {result['version']}"]
+    for key, (old, new) in result["changed"].items():
+        state = "restart needed" if key in result["restart_needed"] else "applied"
+        lines.append(f"  {key}: {old} -> {new} ({state})")
+    return "\n".join(lines)
+
+
+@command(
+    "config reload",
+    "read the configuration again and apply what can change at run time (as SIGHUP does)",
+    render=_render_reload,
+    audit=True,
+)
+async def config_reload(node: Server) -> dict[str, Any]:
+    from roost.admin.reload import reload
+
+    return (await reload(node)).as_json()
+
+
+def _render_status(result: dict[str, Any]) -> str:
+    items: list[tuple[str, Any]] = [("config version", result["version"])]
+    for file in result["files"]:
+        items.append(("file", file))
+    overrides = result["overrides"]
+    items.append(("overrides", ", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none"))
+    pending = result["pending_restart"]
+    items.append(
+        (
+            "restart needed",
+            ", ".join(f"{k} ({old} -> {new})" for k, (old, new) in pending.items()) or "no",
+        )
+    )
+    return render.pairs(items)
+
+
+@command(
+    "config status",
+    "the configuration version, its files, overrides, pending restarts",
+    render=_render_status,
+)
+async def config_status(node: Server) -> dict[str, Any]:
+    from roost.admin.reload import pending_restart
+    from roost.config.pipeline import file_layer
+
+    path = _overrides_path(node)
+    overrides: dict[str, str] = {}
+    if path.exists():
+        values, _ = file_layer(path, "override")
+        overrides = {key: display(SCHEMA[key], v.value) for key, v in values.items()}
+    loaded = node.loaded
+    return {
+        "version": node.config_version,
+        "files": [str(f) for f in loaded.files] if loaded is not None else [],
+        "overrides": overrides,
+        "pending_restart": {k: list(v) for k, v in pending_restart(node).items()},
+    }

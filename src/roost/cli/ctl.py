@@ -1,0 +1,265 @@
+"""``roost ctl``: administer a running node through its control socket.
+
+    roost ctl [--data-dir DIR] [--json] COMMAND [ARGS...]
+
+The commands and their arguments come from the registry of admin commands
+(:mod:`roost.admin.commands`): the sub-parsers are built from it, so ``--help`` and usage
+errors describe exactly what the node accepts. Output is human-readable by default; with
+``--json`` it is the command's JSON result (on failure ``{"error": {"code", "message"}}``).
+
+Exit codes, for scripts:
+
+    0  the command succeeded
+    1  the node ran the command and it failed (no such user, invalid configuration ...)
+    2  bad arguments (usage errors, unknown settings, invalid values)
+    3  the node is not reachable (not running, stale socket, not allowed)
+
+``roost ctl completion bash|zsh`` prints a completion script::
+
+    source <(roost ctl completion bash)     # ~/.bashrc
+    source <(roost ctl completion zsh)      # ~/.zshrc
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from roost.admin.protocol import EXIT_UNREACHABLE, EXIT_USAGE
+
+_COMMON_OPTIONS = ("--data-dir", "--config", "--socket", "--timeout", "--json")
+
+
+def register(subparsers: Any) -> None:
+    from roost.admin.commands import GROUPS, registry
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "ctl",
+        help="administer a running node",
+        description="Run an admin command on the node running on a data directory.",
+        epilog="exit codes: 0 ok, 1 the command failed, 2 bad arguments, "
+        "3 the node is not reachable",
+    )
+    add_connection_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    commands = parser.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
+    groups: dict[str, Any] = {}
+    for spec in registry().values():
+        words = spec.name.split()
+        target = commands
+        if len(words) > 1:
+            if words[0] not in groups:
+                about = GROUPS.get(words[0], f"{words[0]} commands")
+                group = commands.add_parser(words[0], help=about, description=about)
+                groups[words[0]] = group.add_subparsers(
+                    dest=f"ctl_{words[0]}", metavar="ACTION", required=True
+                )
+            target = groups[words[0]]
+        leaf = target.add_parser(words[-1], help=spec.help, description=spec.help)
+        for arg in spec.args:
+            _add_argument(leaf, arg)
+        add_connection_args(leaf, suppress=True)
+        leaf.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+        )
+        leaf.set_defaults(handler=_run, ctl=spec.name)
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(handler=_completion)
+
+
+def add_connection_args(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """How to find the node; accepted before and after the command (``suppress``)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default(None),
+        metavar="DIR",
+        help="the node's data directory (default: ./roost-data)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="the node's configuration file, if admin.socket is set there",
+    )
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        default=default(None),
+        metavar="PATH",
+        help="the control socket (default: admin.socket, ctl.sock in the data directory)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default(60.0),
+        metavar="SECONDS",
+        help="how long to wait for the node (default: 60)",
+    )
+
+
+def _add_argument(parser: argparse.ArgumentParser, arg: Any) -> None:
+    kwargs: dict[str, Any] = {"help": arg.help, "dest": f"arg_{arg.name}"}
+    if arg.type is bool:
+        parser.add_argument(arg.option, action="store_true", default=None, **kwargs)
+        return
+    kwargs["type"] = arg.type
+    if arg.choices:
+        kwargs["choices"] = arg.choices
+    if arg.flag:
+        required = arg.required and not arg.secret  # a secret left out is asked for
+        parser.add_argument(arg.option, required=required, metavar=arg.name.upper(), **kwargs)
+    else:
+        if not arg.required:
+            kwargs["nargs"] = "?"
+        parser.add_argument(metavar=arg.name.upper(), **kwargs)
+
+
+def _secret(name: str) -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise SystemExit(f"roost: no {name} given")
+        return line
+    first = getpass.getpass(f"{name.capitalize()}: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit(f"roost: the {name}s differ")
+    if not first:
+        raise SystemExit(f"roost: empty {name}")
+    return first
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    print(f"roost: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"error": {"code": code, "message": message}}, indent=2))
+    return exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from roost.admin import render
+    from roost.admin.client import ControlClient, NodeUnreachable, RemoteError, locate
+    from roost.admin.commands import registry
+
+    spec = registry()[args.ctl]
+    raw: dict[str, Any] = {}
+    for arg in spec.args:
+        value = getattr(args, f"arg_{arg.name}", None)
+        if value is None and arg.secret and arg.required:
+            try:
+                value = _secret(arg.name)
+            except SystemExit as exc:
+                print(exc.code, file=sys.stderr)
+                return EXIT_USAGE
+        if value is not None:
+            raw[arg.name] = value
+    path = locate(args.data_dir, args.config, args.socket)
+    try:
+        with ControlClient.connect(path, timeout=args.timeout) as client:
+            result = client.request(spec.name, raw)
+            if spec.name == "stop":
+                client.wait_closed()  # the node closes the channel last, once it stopped
+    except NodeUnreachable as exc:
+        return _fail(args, "unreachable", str(exc), EXIT_UNREACHABLE)
+    except RemoteError as exc:
+        return _fail(args, exc.code, exc.message, exc.exit_code)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print((spec.render or render.generic)(result))
+    return 0
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from roost.cli import build_parser
+
+    top = sorted(_subcommands(build_parser()))
+    script = bash_completion(top)
+    if args.shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    sys.stdout.write(script)
+    return 0
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def bash_completion(top: list[str]) -> str:
+    """A bash completion function for ``roost``, ``roost ctl`` in detail, from the registry."""
+    from roost.admin.commands import registry
+
+    commands = registry()
+    first_words = sorted({name.split()[0] for name in commands} | {"completion"})
+    groups = sorted({name.split()[0] for name in commands if " " in name})
+    valued = sorted(
+        {a.option for spec in commands.values() for a in spec.args if a.flag and a.type is not bool}
+    )
+    takes_value = "|".join(["--data-dir", "--config", "--socket", "--timeout", *valued])
+    cases = [f'        "") words="{" ".join(first_words)}" ;;']
+    for group in groups:
+        actions = sorted(name.split()[1] for name in commands if name.startswith(group + " "))
+        cases.append(f'        "{group}") words="{" ".join(actions)}" ;;')
+    for name, spec in sorted(commands.items()):
+        flags = " ".join(arg.option for arg in spec.args if arg.flag)
+        positional = [arg for arg in spec.args if not arg.flag]
+        hints = " ".join(positional[0].hints) if positional else ""
+        cases.append(
+            f'        "{name}") words="{flags} $common"; '
+            f'[[ $positionals -eq 0 ]] && words="$words {hints}" ;;'
+        )
+    cases.append('        "completion") words="bash zsh" ;;')
+    body = "\n".join(cases)
+    return f"""# roost shell completion (generated by `roost ctl completion`)
+_roost() {{
+    local cur prev common words cmd word positionals i
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "{" ".join(top)}" -- "$cur"))
+        return
+    fi
+    if [[ ${{COMP_WORDS[1]}} != ctl ]]; then
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return
+    fi
+    case "$prev" in
+        --data-dir|--config|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        {takes_value}) COMPREPLY=(); return ;;
+    esac
+    common="{" ".join(_COMMON_OPTIONS)}"
+    cmd=""
+    positionals=0
+    for ((i = 2; i < COMP_CWORD; i++)); do
+        word="${{COMP_WORDS[i]}}"
+        case "$word" in
+            {takes_value}) ((i++)) ;;
+            -*) ;;
+            *)
+                case "$cmd" in
+                    ""|{"|".join(groups)}) cmd="${{cmd:+$cmd }}$word" ;;
+                    *) ((positionals++)) ;;
+                esac ;;
+        esac
+    done
+    case "$cmd" in
+{body}
+        *) words="$common" ;;
+    esac
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}}
+complete -o default -F _roost roost
+"""
