@@ -49,12 +49,12 @@ async def test_reload_applies_a_changed_limit_to_live_connections(
     assert await waiting.stream_error() == "connection-timeout"
 
 
-async def test_a_lower_stanza_limit_applies_to_new_connections(
+async def test_a_lower_stanza_limit_applies_to_live_streams(
     roost_server: RunningServer, ctl: Ctl
 ) -> None:
     await roost_server.create_user("alice")
+    client = await online(roost_server, "alice", "phone")  # connected before the change
     assert (await ctl("config", "set", "limits.max_stanza_size", "4096")).code == 0
-    client = await online(roost_server, "alice", "phone")
     await client.send(
         b"<message to='alice@localhost'><body>" + b"x" * 10_000 + b"</body></message>"
     )

@@ -121,6 +121,8 @@ class C2SSession:
         if self.state is State.CLOSED:
             return
         parser = self._parser
+        # Read live, so that a reloaded limit applies to streams already open.
+        parser.max_stanza = self._server.config.max_stanza_size
         doze = False
         if parser.hibernating:
             # A stream that wakes up only now and then (a presence change, a ping) goes back

@@ -217,6 +217,15 @@ class XMLStreamParser:
         return parser
 
     @property
+    def max_stanza(self) -> int:
+        """The size limit; may be changed between feeds (a configuration reload)."""
+        return self._max_stanza
+
+    @max_stanza.setter
+    def max_stanza(self, value: int) -> None:
+        self._max_stanza = value
+
+    @property
     def default_namespace(self) -> str | None:
         """The default namespace the stream header declared (``jabber:client`` for c2s)."""
         for prefix, uri in self._namespaces:
