@@ -503,7 +503,11 @@ class C2SSession:
         if sm is None:
             self._conn.write(stanza.to_bytes())
             return
-        sm.track(stanza)
+        server = self._server
+        token = server.delivery_token
+        if token is not None:
+            server.delivery_token = None  # claimed: confirmed when the client acknowledges
+        sm.track(stanza, token)
         if sm.overflowing:
             # The client does not acknowledge (or has been gone too long): end the session;
             # what it did not confirm is routed elsewhere by _finish.
@@ -568,17 +572,21 @@ class C2SSession:
         # What was never confirmed by the client (stream management) or never even sent
         # (held while stored messages were replayed) is routed again, never dropped.
         unsent: list[Element] = []
+        tokens: list[tuple[str, int]] = []
         sm = self.sm
         if sm is not None:
             if sm.id:
                 self._server.resumption.ended(sm.id, self.username or "", sm.handled)
             unsent += sm.queue
             sm.queue.clear()
+            if sm.tokens:
+                tokens = list(sm.tokens.values())
+                sm.tokens = None
         if self._held:
             unsent += self._held
         self._held = None
         if unsent:
-            self._server.spawn(sm_session.reroute(self, unsent))
+            self._server.spawn(sm_session.reroute(self, unsent, tokens))
 
     def expire(self) -> None:
         """The resumption window closed (or the server stops): end a detached session."""

@@ -74,7 +74,17 @@ def parse_h(element: Element) -> int:
 class StreamManagement:
     """Counters and the unacknowledged queue of one stream. See the module docstring."""
 
-    __slots__ = ("_last_request", "acked", "handled", "id", "max_queue", "queue", "resume", "sent")
+    __slots__ = (
+        "_last_request",
+        "acked",
+        "handled",
+        "id",
+        "max_queue",
+        "queue",
+        "resume",
+        "sent",
+        "tokens",
+    )
 
     def __init__(self, *, resume: bool, max_queue: int) -> None:
         self.id = secrets.token_urlsafe(12) if resume else ""
@@ -84,28 +94,46 @@ class StreamManagement:
         self.sent = 0  # stanzas sent to the client (mod 2^32)
         self.acked = 0  # the client's last acknowledged count
         self.queue: deque[Element] = deque()  # sent, not yet acknowledged, oldest first
+        # Stanzas another node forwarded, by their number here: that node keeps a copy until
+        # the client acknowledges them (see roost.cluster.forwarding). Created when needed.
+        self.tokens: dict[int, tuple[str, int]] | None = None
         self._last_request = 0
 
     def count_handled(self) -> None:
         self.handled = (self.handled + 1) % MODULO
 
-    def track(self, stanza: Element) -> None:
+    def track(self, stanza: Element, token: tuple[str, int] | None = None) -> None:
         """Record a stanza sent (or queued for a detached client)."""
         self.sent = (self.sent + 1) % MODULO
         self.queue.append(stanza)
+        if token is not None:
+            if self.tokens is None:
+                self.tokens = {}
+            self.tokens[self.sent] = token
 
     @property
     def overflowing(self) -> bool:
         return len(self.queue) > self.max_queue
 
-    def ack(self, h: int) -> None:
-        """The client has handled ``h`` stanzas in all; forget those. Raises StreamError."""
+    def ack(self, h: int) -> list[tuple[str, int]]:
+        """The client has handled ``h`` stanzas in all; forget those. Raises StreamError.
+
+        Returns the tokens of forwarded stanzas that are now acknowledged.
+        """
         confirmed = (h - self.acked) % MODULO
         if confirmed > len(self.queue):
             raise handled_count_too_high(h, self.sent)
         for _ in range(confirmed):
             self.queue.popleft()
+        done: list[tuple[str, int]] = []
+        tokens = self.tokens
+        if tokens:
+            for i in range(1, confirmed + 1):
+                token = tokens.pop((self.acked + i) % MODULO, None)
+                if token is not None:
+                    done.append(token)
         self.acked = h
+        return done
 
     def should_request(self) -> bool:
         """True every REQUEST_EVERY unacknowledged stanzas, to keep the queue short."""

@@ -11,7 +11,7 @@ again whatever the client never acknowledged once a session is gone (:func:`rero
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from roost.c2s.sm import StreamManagement, failed, parse_h, sm_bytes
@@ -46,7 +46,9 @@ def on_sm(session: C2SSession, element: Element) -> None:
     elif name == "r":
         session._conn.write(sm_bytes("a", h=str(sm.handled)))
     elif name == "a":
-        sm.ack(parse_h(element))
+        done = sm.ack(parse_h(element))
+        if done:
+            session._server.confirm_delivery(done)
     elif name == "resume":
         session._conn.write(failed("unexpected-request"))
     else:
@@ -120,8 +122,16 @@ def sweep_sm(session: C2SSession) -> None:
         session._conn.write(R)
 
 
-async def reroute(session: C2SSession, stanzas: list[Element]) -> None:
-    """Route again what the client never confirmed, now that this session is gone."""
+async def reroute(
+    session: C2SSession,
+    stanzas: list[Element],
+    tokens: Sequence[tuple[str, int]] = (),
+) -> None:
+    """Route again what the client never confirmed, now that this session is gone.
+
+    ``tokens`` are forwarded stanzas among them: once routed again here, the nodes that
+    forwarded them are told so (see roost.cluster.forwarding).
+    """
     router = session._server.router
     for stanza in stanzas:
         kind = stanza.attrs.get("type")
@@ -137,6 +147,8 @@ async def reroute(session: C2SSession, stanzas: list[Element]) -> None:
             continue
         if pending is not None:
             await pending
+    if tokens:
+        session._server.confirm_delivery(list(tokens))
 
 
 R: Final = sm_bytes("r")

@@ -146,6 +146,25 @@ class ServerConfig:
         runtime=True,
         minimum=10,
     )
+    cluster_node: str | None = option(
+        None,
+        key="cluster.node",
+        doc="this node's name in a cluster; none runs a single node",
+    )
+    cluster_listen: str = option(
+        "127.0.0.1:7400",
+        key="cluster.listen",
+        doc="HOST:PORT the node listens on for other nodes (mutual TLS; port 0 picks one)",
+    )
+    cluster_join: list[str] = option(
+        [], key="cluster.join", doc="HOST:PORT of nodes to join (seeds); the rest is discovered"
+    )
+    cluster_heartbeat_timeout: float = option(
+        5.0,
+        key="cluster.heartbeat_timeout",
+        doc="seconds of silence after which a peer node is considered down",
+        minimum=0.5,
+    )
     modules: list[str] = option(
         DEFAULT_MODULES, key="modules.enabled", doc="the XMPP feature modules to run"
     )

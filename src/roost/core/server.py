@@ -29,6 +29,8 @@ from roost.admin.channel import ControlChannel
 from roost.c2s.listener import C2SListener
 from roost.c2s.sm import ResumptionTable
 from roost.c2s.tls import ensure_self_signed, server_context
+from roost.cluster.node import ClusterNode
+from roost.cluster.sessions import ClusterRegistry
 from roost.config import ServerConfig
 from roost.core.auth import Authenticator
 from roost.core.hooks import Hooks
@@ -65,7 +67,17 @@ class Server:
         self.auth = Authenticator(self.storage, config.scram_iterations)
         self.hooks = Hooks()
         self.iq = IQTable()
-        self.sessions = SessionRegistry()
+        # Forwarded stanza being delivered right now, and whether routing is restricted to
+        # local sessions (set by roost.cluster.forwarding around one delivery).
+        self.delivery_token: tuple[str, int] | None = None
+        self.cluster_local_only = False
+        self.cluster: ClusterNode | None = None
+        self.sessions: SessionRegistry | ClusterRegistry
+        if config.cluster_node:
+            self.cluster = ClusterNode(self)
+            self.sessions = self.cluster.registry
+        else:
+            self.sessions = SessionRegistry()
         self.resumption = ResumptionTable()
         self._expiry: asyncio.TimerHandle | None = None
         self.router = Router(self)
@@ -100,6 +112,11 @@ class Server:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
+    def confirm_delivery(self, tokens: list[tuple[str, int]]) -> None:
+        """Forwarded stanzas are safe here now (acknowledged, or routed on)."""
+        if self.cluster is not None:
+            self.cluster.forwarder.confirm(tokens)
+
     @property
     def domain(self) -> str:
         return self.config.domain
@@ -119,6 +136,8 @@ class Server:
                 self.modules[name] = module_class(name)(self)
             for module in self.modules.values():
                 module.start()
+            if self.cluster is not None:
+                await self.cluster.start()
             self._expiry = asyncio.get_running_loop().call_later(1.0, self._expire_detached)
             self.listeners.append(
                 await C2SListener.start(self, config.host, config.c2s_port, direct_tls=False)
@@ -192,6 +211,8 @@ class Server:
         for session in self.resumption.expired(float("inf")):
             session.expire()  # detached sessions end now; their unacked stanzas are rerouted
         await self.settle()
+        if self.cluster is not None:
+            await self.cluster.stop()
         for module in reversed(list(self.modules.values())):
             try:
                 module.stop()
@@ -206,6 +227,7 @@ class Server:
             "domain": self.domain,
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
             "connections": sum(len(listener) for listener in self.listeners),
+            **({"cluster": self.cluster.statistics()} if self.cluster is not None else {}),
             **self.router.statistics(),
         }
 

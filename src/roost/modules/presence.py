@@ -25,6 +25,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from roost.c2s.session import C2SSession
+from roost.cluster.sessions import RemoteRoute
 from roost.core.hooks import Stop
 from roost.core.module import Module, register_module
 from roost.modules.roster import RosterModule
@@ -109,10 +110,12 @@ class PresenceModule(Module):
             session.priority = _priority(stanza)
             session.presence = stanza
             session.available = True
+            self.server.sessions.refresh(session)
         else:
             was_available = session.available
             session.available = False
             session.presence = None
+            self.server.sessions.refresh(session)
             for to in session.data.pop(DIRECTED, ()):
                 _collect(pending, router.route(_readdressed(stanza, to)))
             if not was_available:
@@ -277,7 +280,16 @@ class PresenceModule(Module):
             prober = parse_jid(stanza.attrs["from"])
         except (InvalidJID, KeyError):
             return
-        routes = [r for r in self.server.sessions.routes(user) if r.available]
+        server = self.server
+        routes = [r for r in server.sessions.routes(user) if r.available]
+        if server.cluster is not None:
+            # A node answers for the sessions it holds: the probe goes to each other node
+            # holding one of the user's resources, to be answered there.
+            remote = {r.node for r in routes if isinstance(r, RemoteRoute)}
+            routes = [r for r in routes if not isinstance(r, RemoteRoute)]
+            if not server.cluster_local_only:
+                for node in sorted(remote):
+                    server.cluster.forwarder.forward(node, user, stanza, local=True)
         if not routes:
             return
         item = await self.roster.item(user, prober.bare_str)

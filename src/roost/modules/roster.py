@@ -63,13 +63,33 @@ class RosterModule(Module):
         self.iq(Scope.ACCOUNT, ns.ROSTER, self._on_iq)
         self.hook("c2s.features", self._stream_features)
         self.hook("c2s.closed", self._on_closed, priority=90)
+        if self.server.cluster is not None:
+            self.hook("c2s.outbound", self._outbound, priority=10)
 
     def _stream_features(self, features: Element, session: C2SSession) -> None:
         features.add("ver", ns.ROSTER_VER)  # RFC 6121 §2.6.1
         features.add("sub", ns.PRE_APPROVAL)  # RFC 6121 §3.4
 
+    def _outbound(self, stanza: Element, session: C2SSession) -> Element:
+        # A roster push made by another node of a cluster: the copy cached here is stale.
+        if stanza.name == "iq" and stanza.attrs.get("type") == "set":
+            query = stanza.find("query", ns.ROSTER)
+            cached = self._cache.get(session.jid.bare_str)
+            if query is not None and cached is not None:
+                try:
+                    version = int(query.attrs.get("ver", "0"))
+                except ValueError:
+                    version = 0
+                if version > cached.version:
+                    del self._cache[session.jid.bare_str]
+        return stanza
+
     def _on_closed(self, session: C2SSession) -> None:
-        if not self.server.sessions.has_user(session.jid.bare_str):
+        sessions = self.server.sessions
+        if not sessions.has_user(session.jid.bare_str) or (
+            self.server.cluster is not None
+            and not self.server.cluster.registry.has_local_user(session.jid.bare_str)
+        ):
             self._cache.pop(session.jid.bare_str, None)
 
     # -- reading -------------------------------------------------------------------------
@@ -80,10 +100,17 @@ class RosterModule(Module):
         if cached is not None:
             return cached
         roster = await self.server.storage.get_roster(user)
-        if self.server.sessions.has_user(user):
+        if self._caches(user):
             # Another coroutine may have loaded it meanwhile; keep the first copy.
             roster = self._cache.setdefault(user, roster)
         return roster
+
+    def _caches(self, user: str) -> bool:
+        """Whether the user has a session on this node (whose roster is then cached)."""
+        cluster = self.server.cluster
+        if cluster is not None:
+            return cluster.registry.has_local_user(user)
+        return self.server.sessions.has_user(user)
 
     def cached(self, user: str) -> Roster | None:
         return self._cache.get(user)

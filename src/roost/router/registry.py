@@ -70,6 +70,12 @@ class SessionRegistry:
         self._count -= 1
         return True
 
+    def refresh(self, route: Route) -> None:
+        """A route's priority, availability or flags changed (a cluster republishes them)."""
+
+    def local(self, jid: JID) -> Route | None:
+        return self.get(jid)
+
     def get(self, jid: JID) -> Route | None:
         routes = self._by_bare.get(jid.bare_str)
         if routes is None or jid.resource is None:

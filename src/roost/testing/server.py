@@ -130,3 +130,99 @@ async def running_server(
         )
     finally:
         await server.stop()
+
+
+_CLUSTER_CACHE: dict[tuple[str, ...], Path] = {}
+
+
+def _cluster_credentials(data_dir: Path, names: list[str]) -> None:
+    """A cluster CA and a certificate per node under ``data_dir/cluster`` (made once per
+    process and copied: key generation is the slow part)."""
+    from roost.cluster.ca import init_cluster, issue
+
+    key = tuple(names)
+    cached = _CLUSTER_CACHE.get(key)
+    if cached is None:
+        cached = Path(tempfile.mkdtemp(prefix="roost-cluster-"))
+        init_cluster(cached, names[0])
+        for name in names:
+            issue(cached, name)
+        _CLUSTER_CACHE[key] = cached
+    shutil.copytree(cached / "cluster", data_dir / "cluster", dirs_exist_ok=True)
+
+
+@dataclass
+class RunningCluster:
+    """Nodes of one cluster in this process, all on loopback."""
+
+    nodes: list[RunningServer]
+
+    def __getitem__(self, index: int) -> RunningServer:
+        return self.nodes[index]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    async def until(self, condition: Callable[[], bool], limit: float = 10.0) -> None:
+        """Wait (on cluster membership changes) until ``condition()`` holds."""
+        import asyncio
+
+        async def wait() -> None:
+            while not condition():
+                waits = [
+                    asyncio.ensure_future(n.server.cluster.registry.changed())  # type: ignore[union-attr]
+                    for n in self.nodes
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+
+        async with asyncio.timeout(limit):
+            await wait()
+
+    async def connected(self) -> None:
+        """Wait until every node has a link to every other."""
+        want = len(self.nodes) - 1
+        await self.until(
+            lambda: all(
+                len(n.server.cluster.mesh.peers()) == want  # type: ignore[union-attr]
+                for n in self.nodes
+            )
+        )
+
+
+@asynccontextmanager
+async def running_cluster(
+    data_dir: Path, nodes: int = 3, **overrides: Any
+) -> AsyncIterator[RunningCluster]:
+    """Start ``nodes`` nodes of one cluster sharing ``data_dir`` (and its SQLite store)."""
+    from contextlib import AsyncExitStack
+
+    names = [f"node{i + 1}" for i in range(nodes)]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _cluster_credentials(data_dir, names)
+    started: list[RunningServer] = []
+    heartbeat = overrides.pop("cluster_heartbeat_timeout", 2.0)
+    async with AsyncExitStack() as stack:
+        seed: list[str] = []
+        for name in names:
+            node = await stack.enter_async_context(
+                running_server(
+                    data_dir,
+                    cluster_node=name,
+                    cluster_listen="127.0.0.1:0",
+                    cluster_join=list(seed),
+                    cluster_heartbeat_timeout=heartbeat,
+                    admin_socket=Path(f"ctl-{name}.sock"),
+                    **overrides,
+                )
+            )
+            if not seed:
+                host, port = node.server.cluster.address  # type: ignore[union-attr]
+                seed = [f"{host}:{port}"]
+            started.append(node)
+        cluster = RunningCluster(started)
+        await cluster.connected()
+        yield cluster
