@@ -40,5 +40,9 @@ test: lint typecheck pytest
 bench: dev
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
+# roost against ejabberd, Prosody and PyJabber (installs them if missing; see benchmarks/compare.py).
+bench-compare: dev
+	$(BIN)/python -m benchmarks.compare $(ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -148,6 +148,7 @@ def _cluster_credentials(data_dir: Path, names: list[str]) -> None:
         for name in names:
             issue(cached, name)
         _CLUSTER_CACHE[key] = cached
+    data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(cached / "cluster", data_dir / "cluster", dirs_exist_ok=True)
 
 
@@ -201,7 +202,6 @@ async def running_cluster(
     from contextlib import AsyncExitStack
 
     names = [f"node{i + 1}" for i in range(nodes)]
-    data_dir.mkdir(parents=True, exist_ok=True)
     _cluster_credentials(data_dir, names)
     started: list[RunningServer] = []
     heartbeat = overrides.pop("cluster_heartbeat_timeout", 2.0)
