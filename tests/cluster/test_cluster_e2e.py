@@ -67,3 +67,90 @@ async def test_offline_message_across_nodes(tmp_path: Path) -> None:
         await bob.send("<presence/>")
         message = await bob.expect("message")
         assert message.find_text("body") == "later"
+
+
+async def _subscribe(a: RawClient, a_jid: str, b: RawClient, b_jid: str) -> None:
+    """The RFC 6121 handshake both ways, with raw clients that approve at once."""
+    await a.send(f"<presence to='{b_jid}' type='subscribe'/>")
+    request = await b.expect("presence")
+    while request.attrs.get("type") != "subscribe":
+        request = await b.expect("presence")
+    await b.send(f"<presence to='{a_jid}' type='subscribed'/>")
+    await b.send(f"<presence to='{a_jid}' type='subscribe'/>")
+    request = await a.expect("presence")
+    while request.attrs.get("type") != "subscribe":
+        request = await a.expect("presence")
+    await a.send(f"<presence to='{b_jid}' type='subscribed'/>")
+
+
+async def test_presence_and_probes_across_nodes(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, nodes=2) as cluster:
+        await cluster[0].create_user("alice")
+        await cluster[0].create_user("bob")
+        alice = await _online(cluster[0], "alice", "a")
+        bob = await _online(cluster[1], "bob", "b")
+        await cluster.until(lambda: _sees(cluster, "bob@localhost/b"))
+        await cluster.until(lambda: _sees(cluster, "alice@localhost/a"))
+        await _subscribe(alice, "alice@localhost", bob, "bob@localhost")
+        # A presence change on node 2 reaches the contact on node 1.
+        await bob.send("<presence><status>on node 2</status></presence>")
+        while True:
+            presence = await alice.expect("presence")
+            if presence.find_text("status") == "on node 2":
+                break
+        assert presence.attrs["from"] == "bob@localhost/b"
+        # A new login of alice on node 1 probes bob, whose node answers.
+        again = await RawClient.logged_in(
+            cluster[0].host, cluster[0].port, "alice", cert=cluster[0].cert, resource="a2"
+        )
+        await again.send("<presence/>")
+        while True:
+            presence = await again.expect("presence")
+            if presence.attrs.get("from") == "bob@localhost/b":
+                break
+        assert presence.find_text("status") == "on node 2"
+
+
+async def test_the_same_full_jid_on_two_nodes_keeps_the_newest_login(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, nodes=2) as cluster:
+        await cluster[0].create_user("alice")
+        first = await _online(cluster[0], "alice", "phone")
+        await cluster.until(lambda: _sees(cluster, "alice@localhost/phone"))
+        second = await _online(cluster[1], "alice", "phone")
+        assert await first.stream_error() == "conflict"
+        await cluster.until(
+            lambda: all(
+                len(n.server.sessions.routes("alice@localhost")) == 1 for n in cluster.nodes
+            )
+        )
+        await second.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert (await second.expect("iq")).attrs["type"] == "result"
+
+
+async def test_roster_pushes_reach_resources_on_other_nodes(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, nodes=2) as cluster:
+        await cluster[0].create_user("alice")
+        phone = await _online(cluster[0], "alice", "phone")
+        laptop = await _online(cluster[1], "alice", "laptop")
+        for client in (phone, laptop):
+            await client.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+            await client.expect("iq")
+        await cluster.until(lambda: _sees(cluster, "alice@localhost/laptop"))
+        await phone.send(
+            "<iq type='set' id='s'><query xmlns='jabber:iq:roster'>"
+            "<item jid='carol@localhost' name='Carol'/></query></iq>"
+        )
+        push = await laptop.expect("iq")
+        while push.attrs.get("type") != "set":
+            push = await laptop.expect("iq")
+        item = push.find("query", "jabber:iq:roster").find("item", "jabber:iq:roster")  # type: ignore[union-attr]
+        assert item is not None
+        assert item.attrs["name"] == "Carol"
+        # The laptop's node does not serve a stale roster afterwards.
+        await laptop.send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+        result = await laptop.expect("iq")
+        while result.attrs.get("id") != "r2":
+            result = await laptop.expect("iq")
+        query = result.find("query", "jabber:iq:roster")
+        assert query is not None
+        assert [i.attrs["jid"] for i in query.elements()] == ["carol@localhost"]

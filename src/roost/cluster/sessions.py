@@ -192,12 +192,12 @@ class ClusterRegistry:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def changed(self) -> None:
-        """Wait for the next change of the remote view or of the links (tests and tools; not
-        the message path)."""
-        waiter = asyncio.get_running_loop().create_future()
+    def changed(self) -> asyncio.Future[None]:
+        """A future done at the next change of the remote view or of the links (tests and
+        tools; not the message path). Registered at once, so no change can slip by."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _joined(self, group: str, members: tuple[Member, ...]) -> None:
         for member in members:

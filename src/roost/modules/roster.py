@@ -7,15 +7,19 @@ cached copy current and pushes the changed item to the user's interested resourc
 (RFC 6121 §2.1.6), with the new version (RFC 6121 §2.6).
 
 A user's roster is cached while the user has sessions on this node: presence broadcasts and
-probe answers read it on every presence change, which must not cost a storage round trip.
+probe answers read it on every presence change, which must not cost a storage round trip. In a
+cluster, the node that changes a roster tells the other nodes holding sessions of that user
+(mesh channel ``roster``), which drop their copy.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from roost.c2s.session import C2SSession
+from roost.cluster.sessions import RemoteRoute
 from roost.core.iq import IQRequest, Scope
 from roost.core.locks import KeyedLock
 from roost.core.module import Module, register_module
@@ -24,6 +28,7 @@ from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.jid import InvalidJID, parse_jid
 
+ROSTER_CHANNEL = "roster"  # mesh channel: "this user's roster changed in storage"
 INTERESTED = "roster.interested"  # session.data key: the session asked for the roster
 MAX_ITEMS = 5000
 MAX_GROUPS = 64
@@ -63,26 +68,31 @@ class RosterModule(Module):
         self.iq(Scope.ACCOUNT, ns.ROSTER, self._on_iq)
         self.hook("c2s.features", self._stream_features)
         self.hook("c2s.closed", self._on_closed, priority=90)
-        if self.server.cluster is not None:
-            self.hook("c2s.outbound", self._outbound, priority=10)
+        cluster = self.server.cluster
+        if cluster is not None:
+            cluster.mesh.subscribe(ROSTER_CHANNEL, self._invalidated)
+            self._undo.append(lambda: cluster.mesh.unsubscribe(ROSTER_CHANNEL))
 
     def _stream_features(self, features: Element, session: C2SSession) -> None:
         features.add("ver", ns.ROSTER_VER)  # RFC 6121 §2.6.1
         features.add("sub", ns.PRE_APPROVAL)  # RFC 6121 §3.4
 
-    def _outbound(self, stanza: Element, session: C2SSession) -> Element:
-        # A roster push made by another node of a cluster: the copy cached here is stale.
-        if stanza.name == "iq" and stanza.attrs.get("type") == "set":
-            query = stanza.find("query", ns.ROSTER)
-            cached = self._cache.get(session.jid.bare_str)
-            if query is not None and cached is not None:
-                try:
-                    version = int(query.attrs.get("ver", "0"))
-                except ValueError:
-                    version = 0
-                if version > cached.version:
-                    del self._cache[session.jid.bare_str]
-        return stanza
+    def _invalidated(self, node: str, user: Any) -> None:
+        # Another node of the cluster changed this user's roster in storage.
+        if isinstance(user, str):
+            self._cache.pop(user, None)
+
+    def _tell_other_nodes(self, user: str) -> None:
+        cluster = self.server.cluster
+        if cluster is None:
+            return
+        nodes = {
+            route.node
+            for route in self.server.sessions.routes(user)
+            if isinstance(route, RemoteRoute)
+        }
+        for node in nodes:
+            cluster.mesh.send(node, ROSTER_CHANNEL, user)
 
     def _on_closed(self, session: C2SSession) -> None:
         sessions = self.server.sessions
@@ -147,6 +157,7 @@ class RosterModule(Module):
                 version = await storage.put_roster_item(user, after)
                 roster.items = [i for i in roster.items if i.jid != contact] + [after]
             roster.version = version
+            self._tell_other_nodes(user)
             visible_before = before is not None and before.visible
             if after is not None and after.visible:
                 self.push(user, item_element(after), version)

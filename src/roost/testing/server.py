@@ -171,7 +171,7 @@ class RunningCluster:
         async def wait() -> None:
             while not condition():
                 waits = [
-                    asyncio.ensure_future(n.server.cluster.registry.changed())  # type: ignore[union-attr]
+                    n.server.cluster.registry.changed()  # type: ignore[union-attr]
                     for n in self.nodes
                 ]
                 try:
