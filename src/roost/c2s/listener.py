@@ -52,6 +52,7 @@ class C2SListener:
             host,
             port,
             reuse_address=True,
+            reuse_port=server.config.c2s_reuse_port or None,
             backlog=4096,
         )
         self.port = self._aserver.sockets[0].getsockname()[1]

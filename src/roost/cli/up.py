@@ -70,6 +70,27 @@ def register(subparsers: Any) -> None:
         default=None,
         help="let clients authenticate without TLS (for benchmarks and trusted networks only)",
     )
+    parser.add_argument(
+        "--nodes",
+        default=None,
+        metavar="N",
+        help="run N nodes of one cluster on this machine, sharing the client ports "
+        "('auto': one per core)",
+    )
+    parser.add_argument("--node", default=None, metavar="NAME", help="this node's cluster name")
+    parser.add_argument(
+        "--join",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="join the cluster of the node at HOST:PORT (repeatable)",
+    )
+    parser.add_argument(
+        "--cluster-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="address for other nodes (127.0.0.1:7400)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -99,6 +120,12 @@ def flags_of(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
         value = getattr(args, flag[2:].replace("-", "_"), None)
         if value is not None:
             flags[key] = (str(value), flag)
+    if getattr(args, "node", None):
+        flags["cluster.node"] = (args.node, "--node")
+    if getattr(args, "join", None):
+        flags["cluster.join"] = (",".join(args.join), "--join")
+    if getattr(args, "cluster_listen", None):
+        flags["cluster.listen"] = (args.cluster_listen, "--cluster-listen")
     if getattr(args, "registration", None):
         flags["auth.registration"] = ("true", "--registration")
     if getattr(args, "allow_plaintext", None):
@@ -123,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load(args)
     config = loaded.config
+    if getattr(args, "nodes", None) is not None:
+        return supervise(args, config)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -166,8 +195,12 @@ async def serve(
     parts = [f"c2s {config.host}:{ports['c2s']} (STARTTLS)"]
     if "c2s_tls" in ports:
         parts.append(f"c2s_tls {config.host}:{ports['c2s_tls']} (direct TLS)")
+    node = ""
+    if server.cluster is not None:
+        host, port = server.cluster.address
+        node = f"; cluster node {server.cluster.name} at {host}:{port}"
     print(
-        f"{READY}: {config.domain} on {', '.join(parts)}; data in {config.data_dir} "
+        f"{READY}: {config.domain} on {', '.join(parts)}; data in {config.data_dir}{node} "
         f"({(time.perf_counter() - started) * 1000:.0f} ms)",
         flush=True,
     )
@@ -180,6 +213,66 @@ async def serve(
         stopped.cancel()
         logging.getLogger("roost").info("shutting down")
         await server.stop()
+
+
+def supervise(args: argparse.Namespace, config: Any) -> int:
+    """``--nodes N``: run N nodes as child processes (roost.cluster.supervisor)."""
+    import os
+
+    from roost.cluster.mesh_types import parse_address
+    from roost.cluster.supervisor import Supervisor
+
+    text = args.nodes
+    if text == "auto":
+        nodes = os.cpu_count() or 1
+    else:
+        try:
+            nodes = int(text)
+        except ValueError:
+            print(
+                f"roost up: error: --nodes takes a number or 'auto', not {text!r}", file=sys.stderr
+            )
+            return 2
+        if nodes < 1:
+            print("roost up: error: --nodes must be at least 1", file=sys.stderr)
+            return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The children get the same inputs (they inherit the environment and read the same
+    # files); ports and cluster settings come to them through the environment.
+    argv = ["--data-dir", str(config.data_dir)]
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    for flag, _key, _ in FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None and flag not in ("--c2s-port", "--c2s-tls-port"):
+            argv += [flag, str(value)]
+    for flag in ("registration", "allow_plaintext"):
+        if getattr(args, flag, None):
+            argv.append("--" + flag.replace("_", "-"))
+    host, port = parse_address(config.cluster_listen.replace(":0", ":1"))
+    cluster_port = 0 if config.cluster_listen.endswith(":0") else port
+    supervisor = Supervisor(
+        argv,
+        nodes=nodes,
+        data_dir=config.data_dir,
+        host=config.host,
+        c2s_port=config.c2s_port,
+        c2s_tls_port=config.c2s_tls_port,
+        cluster_host=host,
+        cluster_port=cluster_port,
+    )
+    code = 0
+
+    async def main() -> None:
+        nonlocal code
+        code = await supervisor.run()
+
+    run_loop(main())
+    return code
 
 
 async def _reload(server: Any) -> None:

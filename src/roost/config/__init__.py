@@ -56,6 +56,12 @@ class ServerConfig:
         minimum=-1,
         maximum=65535,
     )
+    c2s_reuse_port: bool = option(
+        False,
+        key="c2s.reuse_port",
+        doc="share the client ports with other processes (SO_REUSEPORT), as the nodes "
+        "of `roost up --nodes N` do",
+    )
     require_tls: bool = option(
         True, key="c2s.require_tls", doc="clients must use TLS before authenticating", runtime=True
     )
