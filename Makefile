@@ -38,7 +38,7 @@ pytest: dev
 test: lint typecheck pytest
 
 bench: dev
-	$(BIN)/python -m benchmarks.run $(ARGS)
+	$(BIN)/python -m benchmarks.roost_server $(ARGS)
 
 # roost against ejabberd, Prosody and PyJabber (installs them if missing; see benchmarks/compare.py).
 bench-compare: dev

@@ -154,3 +154,47 @@ async def test_roster_pushes_reach_resources_on_other_nodes(tmp_path: Path) -> N
         query = result.find("query", "jabber:iq:roster")
         assert query is not None
         assert [i.attrs["jid"] for i in query.elements()] == ["carol@localhost"]
+
+
+def _carbons_flag(cluster: RunningCluster, full_jid: str) -> bool:
+    from roost.xmpp.jid import parse_jid
+
+    jid = parse_jid(full_jid)
+    for node in cluster.nodes:
+        route = node.server.sessions.get(jid)
+        if route is None or not getattr(route, "data", {}).get("carbons.enabled"):
+            return False
+    return True
+
+
+async def test_carbons_reach_devices_on_other_nodes(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, nodes=2) as cluster:
+        await cluster[0].create_user("alice")
+        await cluster[0].create_user("bob")
+        phone = await _online(cluster[0], "alice", "phone")
+        laptop = await _online(cluster[1], "alice", "laptop")
+        bob = await _online(cluster[1], "bob")
+        for device in (phone, laptop):
+            await device.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            assert (await device.expect("iq")).attrs["type"] == "result"
+        await cluster.until(lambda: _carbons_flag(cluster, "alice@localhost/laptop"))
+        await cluster.until(lambda: _carbons_flag(cluster, "alice@localhost/phone"))
+        await cluster.until(lambda: _sees(cluster, "bob@localhost/r"))
+
+        # Sent on node 0: the laptop on node 1 gets a <sent/> copy.
+        await phone.send(
+            "<message to='bob@localhost/r' type='chat'><body>from phone</body></message>"
+        )
+        assert (await bob.expect("message")).find_text("body") == "from phone"
+        copy = await laptop.expect("message")
+        sent = copy.find("sent", "urn:xmpp:carbons:2")
+        assert sent is not None
+        assert copy.attrs["to"] == "alice@localhost/laptop"
+
+        # Bob on node 1 writes to the phone's full JID on node 0: the laptop gets <received/>.
+        await bob.send(
+            "<message to='alice@localhost/phone' type='chat'><body>to phone</body></message>"
+        )
+        assert (await phone.expect("message")).find_text("body") == "to phone"
+        copy = await laptop.expect("message")
+        assert copy.find("received", "urn:xmpp:carbons:2") is not None

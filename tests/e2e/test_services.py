@@ -24,7 +24,12 @@ async def test_disco_lists_exactly_what_is_implemented(
         ns.VERSION,
         ns.VCARD,
         ns.OFFLINE,
+        "urn:xmpp:carbons:2",
+        "urn:xmpp:blocking",
     }
+    # The archive is the user's: MAM is advertised on the account (XEP-0313 §6.1).
+    account = await client.plugin["xep_0030"].get_info(jid=jid)
+    assert "urn:xmpp:mam:2" in set(account["disco_info"]["features"])
     identities = info["disco_info"]["identities"]
     assert ("server", "im", None, "roost") in identities
 

@@ -253,6 +253,12 @@ def supervise(args: argparse.Namespace, config: Any) -> int:
     for flag in ("registration", "allow_plaintext"):
         if getattr(args, flag, None):
             argv.append("--" + flag.replace("_", "-"))
+    if config.tls_cert is None:
+        from roost.c2s.tls import ensure_self_signed
+
+        # One self-signed certificate for every node, made before they race to make their own:
+        # the nodes share the client ports, so a client must see the same one from each.
+        ensure_self_signed(config.data_dir / "tls", config.domain)
     host, port = parse_address(config.cluster_listen.replace(":0", ":1"))
     cluster_port = 0 if config.cluster_listen.endswith(":0") else port
     supervisor = Supervisor(

@@ -23,6 +23,10 @@ DEFAULT_MODULES = [
     "version",
     "vcard",
     "register",
+    "mam",
+    "carbons",
+    "blocking",
+    "csi",
 ]
 
 

@@ -291,8 +291,11 @@ class SQLiteStorage(Storage):
 def _disconnect(connection: sqlite3.Connection) -> None:
     try:
         # Recommended before closing a long-lived connection: refreshes the query planner's
-        # statistics where they went stale.
+        # statistics where they went stale. It is an optimisation only: when another process
+        # holds the write lock (nodes of one machine share the file), closing must still succeed.
         connection.execute("PRAGMA optimize")
+    except sqlite3.OperationalError:
+        pass
     finally:
         connection.close()
 
