@@ -57,10 +57,12 @@ class Server:
                 self.process.wait()
 
 
-def start_roost(data_dir: Path, port: int = 15222, *, extra: list[str] | None = None) -> Server:
+def start_roost(
+    data_dir: Path, port: int = 15222, *, extra: list[str] | None = None, pinned: bool = True
+) -> Server:
     """``roost up`` with plaintext logins allowed (benchmarks measure XMPP, not TLS setup)."""
     command = [
-        *taskset(SERVER_CORE),
+        *(taskset(SERVER_CORE) if pinned else []),
         sys.executable,
         "-m",
         "roost",
@@ -87,10 +89,10 @@ def start_roost(data_dir: Path, port: int = 15222, *, extra: list[str] | None = 
     return Server("roost", process, int(match.group(1)))
 
 
-def load(server: Server, *args: str, timeout: float = 900) -> dict[str, Any]:
+def load(server: Server, *args: str, timeout: float = 900, pinned: bool = True) -> dict[str, Any]:
     """Run ``roost bench load`` against ``server`` on the load core; return its JSON."""
     command = [
-        *taskset(LOAD_CORE),
+        *(taskset(LOAD_CORE) if pinned else []),
         sys.executable,
         "-m",
         "roost.bench.load",

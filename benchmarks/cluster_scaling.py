@@ -1,0 +1,145 @@
+"""How much a second node adds: 1:1 throughput of ``roost up --nodes 2`` against one node.
+
+    .venv/bin/python -m benchmarks.cluster_scaling [--runs 3] [--clients 1000] [--duration 20]
+
+Both set-ups serve the same users from the same data directory, driven by the same closed-loop
+chat scenario of ``roost bench load`` (one message in flight per sender, to random online
+peers):
+
+* **one node**: ``roost up`` pinned to core 0, the generator pinned to core 1, which is how
+  every single-server figure in docs/benchmarks.md is taken;
+* **two nodes**: ``roost up --nodes 2`` (two node processes sharing the client port with
+  SO_REUSEPORT, so the kernel spreads the logins and about half of all messages cross from
+  one node to the other over the mesh), not pinned, and the generator not pinned either.
+
+On a two-core machine the second set-up cannot give the generator a core of its own: the
+generator's CPU is taken from the servers. The report therefore gives, beside the ratio of
+delivered messages per second, the CPU-seconds the servers spent per 1,000 messages and the
+share of a core the generator used, so that the ratio can be read for what it is. The share of
+messages that crossed nodes comes from each node's forwarding counters (read through
+``roost ctl``'s socket with ``roost shell``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import ROOT, Server, ensure_users, load, start_roost
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        path = task / "children"
+        if path.exists():
+            children.extend(int(c) for c in path.read_text().split())
+    result = list(children)
+    for child in children:
+        result.extend(_descendants(child))
+    return result
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(server: Server) -> float:
+    """CPU-seconds of the server process and every process under it (the node processes)."""
+    return _cpu(server.pid) + sum(_cpu(pid) for pid in _descendants(server.pid))
+
+
+def forwarded(data_dir: Path, nodes: int) -> int:
+    """Stanzas the nodes handed to each other (their forwarders' counters)."""
+    total = 0
+    for index in range(nodes):
+        done = subprocess.run(
+            [sys.executable, "-m", "roost", "shell", "--data-dir", str(data_dir),
+             "--socket", str(data_dir / f"ctl-node{index + 1}.sock")],
+            input=b"server.cluster.forwarder.statistics()['forwarded']\n",
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )  # fmt: skip
+        digits = "".join(ch for ch in done.stdout.decode().strip().splitlines()[-1] if ch.isdigit())
+        total += int(digits or 0)
+    return total
+
+
+def run(data_dir: Path, nodes: int, clients: int, duration: float) -> dict[str, Any]:
+    extra = ["--nodes", str(nodes)] if nodes > 1 else []
+    server = start_roost(data_dir, pinned=nodes == 1, extra=extra)
+    try:
+        before = tree_cpu(server)
+        result = load(
+            server,
+            "--scenario", "chat", "--clients", str(clients), "--duration", str(duration),
+            pinned=nodes == 1,
+        )  # fmt: skip
+        cpu = tree_cpu(server) - before
+        traffic = result["traffic"]
+        crossed = forwarded(data_dir, nodes) if nodes > 1 else 0
+        return {
+            "nodes": nodes,
+            "delivered_per_s": traffic["delivered_per_s"],
+            "delivered": traffic["delivered"],
+            "lost": traffic["lost"],
+            "cpu_s_per_1000": cpu / max(1, traffic["delivered"]) * 1000,
+            "crossed_share": crossed / max(1, traffic["delivered"]),
+            "generator_cpu": result["generator"]["cpu_share"]["run"],
+        }
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "roost-bench-cluster"
+    )
+    args = parser.parse_args()
+    setup = start_roost(args.data_dir)
+    try:
+        ensure_users(setup, args.clients)
+    finally:
+        setup.stop()
+    results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for _ in range(args.runs):
+        for nodes in (1, 2):  # interleaved, so that drift in the machine's load hits both
+            results[nodes].append(run(args.data_dir, nodes, args.clients, args.duration))
+    print(json.dumps(results), file=sys.stderr)
+    one = statistics.median(r["delivered_per_s"] for r in results[1])
+    two = statistics.median(r["delivered_per_s"] for r in results[2])
+    print("| set-up | delivered/s (median; runs) | server CPU-s per 1,000 | crossed nodes "
+          "| generator CPU | lost |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for nodes, label in ((1, "1 node, pinned to 1 core"), (2, "`--nodes 2`, 2 cores shared")):
+        rows = results[nodes]
+        print(
+            f"| {label} "
+            f"| {statistics.median(r['delivered_per_s'] for r in rows):,.0f}; "
+            f"{', '.join(format(r['delivered_per_s'], ',.0f') for r in rows)} "
+            f"| {statistics.median(r['cpu_s_per_1000'] for r in rows):.3f} "
+            f"| {statistics.median(r['crossed_share'] for r in rows):.0%} "
+            f"| {statistics.median(r['generator_cpu'] for r in rows):.0%} "
+            f"| {sum(r['lost'] for r in rows)} |"
+        )
+    print(f"\nratio two nodes / one node: {two / one:.2f}")
+
+
+if __name__ == "__main__":
+    main()
