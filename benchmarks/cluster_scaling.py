@@ -15,7 +15,10 @@ peers):
 On a two-core machine the second set-up cannot give the generator a core of its own: the
 generator's CPU is taken from the servers. The report therefore gives, beside the ratio of
 delivered messages per second, the CPU-seconds the servers spent per 1,000 messages and the
-share of a core the generator used, so that the ratio can be read for what it is. The share of
+share of a core the generator used, so that the ratio can be read for what it is. Message
+archiving is off unless ``--archive`` is given: with it, every node writes every message to the
+one SQLite file of the data directory, and the figure would measure that file's write lock
+(a cluster that archives at scale uses PostgreSQL). The share of
 messages that crossed nodes comes from each node's forwarding counters (read through
 ``roost ctl``'s socket with ``roost shell``).
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import ROOT, Server, ensure_users, load, start_roost
+from roost.config import DEFAULT_MODULES
 
 
 def _descendants(pid: int) -> list[int]:
@@ -111,7 +115,14 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "roost-bench-cluster"
     )
+    parser.add_argument(
+        "--archive",
+        action="store_true",
+        help="keep message archiving (MAM) on; by default it is off, as in the one-node figures",
+    )
     args = parser.parse_args()
+    if not args.archive:
+        os.environ["ROOST_MODULES__ENABLED"] = ",".join(m for m in DEFAULT_MODULES if m != "mam")
     setup = start_roost(args.data_dir)
     try:
         ensure_users(setup, args.clients)
