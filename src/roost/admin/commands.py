@@ -35,7 +35,11 @@ if TYPE_CHECKING:
     from roost.core.server import Server
 
 #: Modules whose import registers commands.
-COMMAND_MODULES: Final = ("roost.admin.builtin", "roost.admin.config_commands")
+COMMAND_MODULES: Final = (
+    "roost.admin.builtin",
+    "roost.admin.config_commands",
+    "roost.admin.bench_commands",
+)
 
 #: What the groups of commands (the first word of ``user add``) are about, for help.
 GROUPS: Final = {
