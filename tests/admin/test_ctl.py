@@ -86,10 +86,13 @@ async def test_nodes_lists_this_node(ctl: Ctl) -> None:
     [node] = result.json
     assert node["self"] is True
     assert node["name"] == socket.gethostname()
+    assert (node["link"], node["sessions"], node["pid"]) == ("self", 0, os.getpid())
     human = await ctl("nodes")
     header, row = human.out.splitlines()
-    assert header.split() == ["NODE", "PID", "VERSION", "UPTIME", "SESSIONS", "CONNECTIONS"]
-    assert row.split()[:3] == ["*", socket.gethostname(), str(os.getpid())]
+    assert header.split() == [
+        "NODE", "ADDRESS", "LINK", "RTT", "SESSIONS", "PID", "VERSION", "UPTIME"
+    ]  # fmt: skip
+    assert row.split()[:7] == ["*", socket.gethostname(), "-", "self", "-", "0", str(os.getpid())]
 
 
 async def test_sessions_shows_each_session_and_filters_by_user(

@@ -1,6 +1,7 @@
-"""The node's admin commands: status, nodes, sessions, kick, users, stop.
+"""The node's admin commands: status, sessions, kick, users, stop.
 
-The configuration commands are in :mod:`roost.admin.config_commands`. Imports of the server's
+The configuration commands are in :mod:`roost.admin.config_commands`, ``nodes`` and ``groups``
+in :mod:`roost.admin.cluster_commands`. Imports of the server's
 parts happen inside handlers, so that ``roost ctl --help`` stays instant.
 
 ``kick`` ends streams with ``<policy-violation/>`` (RFC 6120 §4.9.3.14: "the entity has
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from roost.admin import render
@@ -32,9 +34,12 @@ def node_name() -> str:
 
 
 def status_of(node: Server) -> dict[str, Any]:
+    from roost.admin.fanout import node_name as name_of
+    from roost.admin.reload import configured, digest
+
     stats = node.statistics()
     return {
-        "node": node_name(),
+        "node": name_of(node),
         "pid": os.getpid(),
         "version": stats["version"],
         "domain": stats["domain"],
@@ -44,6 +49,7 @@ def status_of(node: Server) -> dict[str, Any]:
         "connections": stats["connections"],
         "detached": node.resumption.detached_count,
         "config_version": node.config_version,
+        "config_digest": digest(configured(node)),
         **node.control.monitor.snapshot(),
     }
 
@@ -72,47 +78,47 @@ def _render_status(result: dict[str, Any]) -> str:
                 f"(stanzas/s {result['stanzas_per_second']:g}; "
                 f"{result['messages_total']} messages since start)",
             ),
-            ("config version", result["config_version"]),
+            ("config version", f"{result['config_version']} (digest {result['config_digest']})"),
         ]
     )
 
 
-@command("status", "the node's health: uptime, sessions, load, memory", render=_render_status)
-async def status(node: Server) -> dict[str, Any]:
-    return status_of(node)
+def _status_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    lag = result["loop_lag_ms"]
+    return {
+        **result,
+        "uptime": render.duration(result["uptime"]),
+        "memory_rss": render.size(result["memory_rss"]),
+        "loop_lag_ms": None if lag is None else f"{lag:g} ms",
+        "config": f"{result['config_version']} {result['config_digest']}",
+    }
 
 
-def _render_nodes(result: list[dict[str, Any]]) -> str:
-    rows = [
-        {**row, "self": "*" if row["self"] else "", "uptime": render.duration(row["uptime"])}
-        for row in result
-    ]
-    columns = [
-        ("self", ""),
-        ("name", "NODE"),
+_STATUS_NODES = render.Table(
+    [
         ("pid", "PID"),
         ("version", "VERSION"),
         ("uptime", "UPTIME"),
         ("sessions", "SESSIONS"),
         ("connections", "CONNECTIONS"),
-    ]
-    return render.table(rows, columns)
+        ("memory_rss", "RSS"),
+        ("loop_lag_ms", "LAG"),
+        ("messages_per_second", "MSG/S"),
+        ("config", "CONFIG"),
+    ],
+    row=_status_row,
+)
 
 
-@command("nodes", "the nodes of the cluster (for now: this one)", render=_render_nodes)
-async def nodes(node: Server) -> list[dict[str, Any]]:
-    stats = node.statistics()
-    return [
-        {
-            "name": node_name(),
-            "self": True,
-            "pid": os.getpid(),
-            "version": stats["version"],
-            "uptime": round(stats["uptime"], 1),
-            "sessions": stats["sessions"],
-            "connections": stats["connections"],
-        }
-    ]
+@command(
+    "status",
+    "the node's health: uptime, sessions, load, memory",
+    render=_render_status,
+    render_nodes=_STATUS_NODES.nodes,
+    fanout=True,
+)
+async def status(node: Server) -> dict[str, Any]:
+    return status_of(node)
 
 
 def _jid(text: str) -> JID:
@@ -163,9 +169,8 @@ def session_info(route: Any, now: float) -> dict[str, Any]:
     return info
 
 
-def _render_sessions(result: list[dict[str, Any]]) -> str:
-    rows = [{**row, "idle": None if row["idle"] is None else f"{row['idle']:g}s"} for row in result]
-    columns = [
+_SESSIONS = render.Table(
+    [
         ("jid", "JID"),
         ("ip", "IP"),
         ("tls", "TLS"),
@@ -173,15 +178,17 @@ def _render_sessions(result: list[dict[str, Any]]) -> str:
         ("priority", "PRIORITY"),
         ("sm", "SM"),
         ("idle", "IDLE"),
-    ]
-    return render.table(rows, columns)
+    ],
+    row=lambda row: {**row, "idle": None if row["idle"] is None else f"{row['idle']:g}s"},
+)
 
 
 @command(
     "sessions",
     "the client sessions on this node",
     Arg("user", "only this user's sessions (a bare or full JID)", required=False, flag=True),
-    render=_render_sessions,
+    render=_SESSIONS,
+    fanout=True,
 )
 async def sessions(node: Server, user: str | None) -> list[dict[str, Any]]:
     import asyncio
@@ -217,7 +224,13 @@ def kick_routes(routes: list[Any], text: str) -> list[str]:
     Arg("jid", "a full JID (that session) or a bare JID (all the user's sessions)"),
     Arg("reason", "text sent with the stream error", required=False, flag=True),
     render=lambda kicked: "\n".join(f"kicked {jid}" for jid in kicked),
+    render_nodes=lambda results: "\n".join(
+        f"kicked {jid} (on {node})" for node, kicked in sorted(results.items()) for jid in kicked
+    ),
     audit=True,
+    fanout=True,
+    cluster=True,
+    found_anywhere=True,
 )
 async def kick(node: Server, jid: str, reason: str | None) -> list[str]:
     target = _jid(jid)
@@ -231,7 +244,12 @@ async def kick(node: Server, jid: str, reason: str | None) -> list[str]:
     "stop",
     "stop the node cleanly (streams closed, storage flushed); returns once it stopped",
     render=lambda result: f"node stopped (pid {result['pid']})",
+    render_nodes=lambda results: "\n".join(
+        f"{node} {'stopped' if result.get('stopped', True) else 'stopping'} (pid {result['pid']})"
+        for node, result in sorted(results.items())
+    ),
     audit=True,
+    fanout=True,
 )
 async def stop(node: Server) -> dict[str, Any]:
     node.request_stop()
@@ -282,6 +300,11 @@ async def user_del(node: Server, jid: str) -> dict[str, Any]:
     "list accounts",
     Arg("domain", "only this domain", required=False, flag=True),
     render=lambda users: "\n".join(users) or "(none)",
+    render_nodes=lambda results: render.table(
+        [{"node": node, "jid": jid} for node, users in sorted(results.items()) for jid in users],
+        [("node", "NODE"), ("jid", "JID")],
+    ),
+    fanout=True,
 )
 async def user_list(node: Server, domain: str | None) -> list[str]:
     return list(await node.storage.list_users(domain))

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from roost import __version__
-from roost.admin import protocol
-from roost.admin.commands import CommandError, find
+from roost.admin import fanout, protocol
+from roost.admin.commands import Command, CommandError, find
+from roost.admin.fanout import Fanout
 from roost.admin.monitor import Monitor
 from roost.admin.shell import HELPERS, Evaluator, json_value
 
@@ -112,10 +113,25 @@ class ControlChannel:
         self._identity: tuple[int, int] | None = None  # (device, inode) of our socket file
         self._aserver: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
+        # Commands for other nodes of the cluster, and from them (roost ctl --node/--all).
+        self.fanout = Fanout(server, server.cluster.mesh) if server.cluster is not None else None
 
     @property
     def audit(self) -> AuditLog:
         return AuditLog(self._server.config.data_dir / AUDIT_LOG)
+
+    def audit_command(
+        self, *, uid: int, pid: int, command: Command, bound: Mapping[str, Any], **fields: Any
+    ) -> None:
+        """Record a state-changing command (its secret arguments left out)."""
+        public = {
+            arg.name: bound[arg.name]
+            for arg in command.args
+            if not arg.secret and bound[arg.name] is not None
+        }
+        self.audit.record(
+            Peer(pid, uid, -1), "command", command=command.name, args=public, **fields
+        )
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -191,6 +207,8 @@ class ControlChannel:
         """Stop serving: close connections (cancelling their requests), remove the socket."""
         self.stop_accepting()
         self.monitor.stop()
+        if self.fanout is not None:
+            self.fanout.close()
         for connection in list(self._connections):
             await connection.close()
         self._aserver = None
@@ -308,14 +326,15 @@ class _Connection:
                 result = await self._shell(request_id, name, args)
             else:
                 command = find(name)
+                targets = message.get("nodes")
+                if targets is None and command.cluster and self._server.cluster is not None:
+                    targets = fanout.ALL  # cluster-wide by default
+                if targets is not None:
+                    await self._fan_out(request_id, command, args, targets, message)
+                    return
                 bound = command.bind(args)
                 if command.audit:
-                    public = {
-                        arg.name: bound[arg.name]
-                        for arg in command.args
-                        if not arg.secret and bound[arg.name] is not None
-                    }
-                    self._channel.audit.record(self._peer, "command", command=name, args=public)
+                    self._audit(command, bound)
                 result = await command.handler(self._server, **bound)
         except CommandError as exc:
             self._send(protocol.error(request_id, exc.code, exc.message, **exc.extra))
@@ -324,6 +343,43 @@ class _Connection:
             self._send(protocol.error(request_id, "internal-error", f"{type(exc).__name__}: {exc}"))
         else:
             self._send(protocol.response(request_id, result))
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+    def _audit(self, command: Command, bound: Mapping[str, Any], **fields: Any) -> None:
+        peer = self._peer
+        self._channel.audit_command(
+            uid=peer.uid, pid=peer.pid, command=command, bound=bound, **fields
+        )
+
+    async def _fan_out(
+        self, request_id: Any, command: Command, args: Mapping[str, Any], raw: Any, message: Any
+    ) -> None:
+        """Run ``command`` on several nodes (:mod:`roost.admin.fanout`) and answer for all."""
+        targets = fanout.check_targets(raw)
+        timeout = message.get("node_timeout")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise CommandError("bad-request", "'node_timeout' is a positive number of seconds")
+        if command.audit and command.fanout:
+            self._audit(command, command.bind(args), nodes=targets)
+        replies = await fanout.run(
+            self._server,
+            command,
+            args,
+            targets,
+            node_timeout=timeout,
+            origin={"uid": self._peer.uid, "pid": self._peer.pid},
+        )
+        self._send(
+            {
+                "id": request_id,
+                "ok": True,
+                "node": fanout.node_name(self._server),
+                "nodes": replies,
+            }
+        )
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 

@@ -69,8 +69,11 @@ def _unreachable(path: Path, exc: OSError) -> NodeUnreachable:
     return NodeUnreachable(f"cannot reach the node at {path}: {exc.strerror or exc}")
 
 
-def _result(message: dict[str, Any]) -> Any:
+def result_of(message: dict[str, Any]) -> Any:
+    """The result of a response (by node, for a request to several), or RemoteError."""
     if message.get("ok"):
+        if "nodes" in message:
+            return message["nodes"]
         return message.get("result")
     error = message.get("error") or {}
     code = str(error.get("code", "internal-error"))
@@ -104,13 +107,17 @@ class ControlClient:
     def set_timeout(self, timeout: float | None) -> None:
         self._sock.settimeout(timeout)
 
-    def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        """Run a command; its result, or RemoteError / NodeUnreachable."""
-        return _result(self.wait(self.send(command, args)))
+    def request(self, command: str, args: dict[str, Any] | None = None, **fields: Any) -> Any:
+        """Run a command; its result, or RemoteError / NodeUnreachable.
 
-    def send(self, command: str, args: dict[str, Any] | None = None) -> int:
+        ``fields`` are more fields of the request: ``nodes="all"`` runs it on every node of
+        the cluster and returns ``{node: response}`` (see :mod:`roost.admin.protocol`).
+        """
+        return result_of(self.wait(self.send(command, args, **fields)))
+
+    def send(self, command: str, args: dict[str, Any] | None = None, **fields: Any) -> int:
         request_id = next(self._ids)
-        message = {"id": request_id, "command": command, "args": args or {}}
+        message = {**fields, "id": request_id, "command": command, "args": args or {}}
         try:
             self._sock.sendall(protocol.encode(message))
         except OSError as exc:
@@ -120,7 +127,7 @@ class ControlClient:
             except NodeUnreachable:
                 said = {}
             if said.get("id") is None and not said.get("ok", True):
-                _result(said)
+                result_of(said)
             raise NodeUnreachable(f"the node closed the control connection: {exc}") from None
         return request_id
 
@@ -129,7 +136,7 @@ class ControlClient:
         while request_id not in self._responses:
             message = self._read()
             if message.get("id") is None and not message.get("ok", True):
-                _result(message)  # the node refused the connection (or our framing)
+                result_of(message)  # the node refused the connection (or our framing)
             self._responses[message.get("id")] = message
         return self._responses.pop(request_id)
 
@@ -197,16 +204,17 @@ class AsyncControlClient:
             raise _unreachable(path, exc) from None
         return cls(reader, writer)
 
-    async def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
+    async def request(self, command: str, args: dict[str, Any] | None = None, **fields: Any) -> Any:
+        """As :meth:`ControlClient.request`."""
         if self._gone is not None:
             raise self._gone
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        message = {"id": request_id, "command": command, "args": args or {}}
+        message = {**fields, "id": request_id, "command": command, "args": args or {}}
         self._writer.write(protocol.encode(message))
         await self._writer.drain()
-        return _result(await future)
+        return result_of(await future)
 
     async def eval(self, code: str) -> Any:
         if not self._shell:
@@ -234,7 +242,7 @@ class AsyncControlClient:
                 request_id = message.get("id")
                 if request_id is None and not message.get("ok", True):
                     try:
-                        _result(message)  # the node refused the connection
+                        result_of(message)  # the node refused the connection
                     except RemoteError as exc:
                         error = exc
                     break

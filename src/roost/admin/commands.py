@@ -18,9 +18,14 @@ An optional ``render`` turns the result into text for people; ``--json`` prints 
 Commands with a space in their name form groups (``user add``, ``config set``). Adding a
 command is one decorated function in any module listed in :data:`COMMAND_MODULES`.
 
-Commands run on one node. A cluster-wide layer (``--node NAME``, ``--all``) will call the
-same handlers on other nodes and aggregate their JSON; nothing here assumes a single node
-except the ``nodes`` command for now.
+Commands run on one node. Across a cluster (:mod:`roost.admin.fanout`), ``--node NAME`` and
+``--all`` run the same handler on other nodes over the mesh and aggregate the JSON results by
+node. Only commands declared ``fanout=True`` may run elsewhere: those whose meaning is per node
+(what this node holds or runs) or the same on every node. ``cluster=True`` makes a command
+cluster-wide by default on a clustered node (``config set``: an override applies everywhere;
+``kick``: wherever the user's sessions are). ``found_anywhere=True`` says that across nodes a
+``not-found`` on some of them is no failure when another node found what it looked for (the
+sessions ``kick`` ends are on one node or a few).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 COMMAND_MODULES: Final = (
     "roost.admin.builtin",
     "roost.admin.config_commands",
+    "roost.admin.cluster_commands",
     "roost.admin.bench_commands",
 )
 
@@ -101,6 +107,7 @@ _TYPE_NAMES: Final[dict[type, str]] = {
 
 Handler = Callable[..., Awaitable[Any]]
 Renderer = Callable[[Any], str]
+NodesRenderer = Callable[[Mapping[str, Any]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,10 @@ class Command:
     handler: Handler
     render: Renderer | None = None
     audit: bool = False  # changes state: recorded in the audit log
+    fanout: bool = False  # may run on other nodes of the cluster (--node, --all)
+    cluster: bool = False  # on a clustered node, runs on every node unless --node says where
+    found_anywhere: bool = False  # across nodes, not-found somewhere is fine if found elsewhere
+    render_nodes: NodesRenderer | None = None  # {node: result} of the nodes that answered
 
     @property
     def function_name(self) -> str:
@@ -150,13 +161,27 @@ def command(
     *args: Arg,
     render: Renderer | None = None,
     audit: bool = False,
+    fanout: bool = False,
+    cluster: bool = False,
+    found_anywhere: bool = False,
+    render_nodes: NodesRenderer | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register the decorated coroutine function as the admin command ``name``."""
+    """Register the decorated coroutine function as the admin command ``name``.
+
+    ``render_nodes`` defaults to the ``nodes`` method of ``render`` when it has one (a
+    :class:`roost.admin.render.Table` renders one result or a table with a node column).
+    """
+    if cluster and not fanout:
+        raise ValueError(f"{name!r}: a cluster-wide command must allow fan-out")
+    if render_nodes is None:
+        render_nodes = getattr(render, "nodes", None)
 
     def register(handler: Handler) -> Handler:
         if name in _REGISTRY and _REGISTRY[name].handler is not handler:
             raise ValueError(f"two admin commands are named {name!r}")
-        _REGISTRY[name] = Command(name, help, args, handler, render, audit)
+        _REGISTRY[name] = Command(
+            name, help, args, handler, render, audit, fanout, cluster, found_anywhere, render_nodes
+        )
         return handler
 
     return register

@@ -6,10 +6,18 @@ and survive restarts), then reloads: a runtime setting takes effect at once, any
 reported as needing a restart. If the reload fails the overrides file is restored, so the
 node's state and the file never disagree. ``config unset KEY`` removes an override the same
 way. See :mod:`roost.admin.reload` for what a reload does.
+
+In a cluster, ``config set``, ``config unset`` and ``config status`` run on every node unless
+``--node`` says where (:mod:`roost.admin.fanout`): each node validates, persists in its own
+data directory and applies the override, and reports its configuration version and digest.
+A node that was down during a ``set`` misses it, and ``config status`` shows it: its digest
+differs from the others'. ``config get`` and ``config reload`` run where they are asked
+(``--all`` for every node).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +60,11 @@ def _entry(node: Server, key: str) -> dict[str, Any]:
     return entry
 
 
+_GET_NODES = render.Table(
+    [("key", "KEY"), ("value", "VALUE"), ("layer", "LAYER"), ("pending", "AFTER RESTART")]
+)
+
+
 def _render_get(result: Any) -> str:
     rows = result if isinstance(result, list) else [result]
     lines = []
@@ -70,6 +83,8 @@ def _render_get(result: Any) -> str:
     "the running value of a setting and where it comes from (every setting without KEY)",
     Arg("key", "a setting, e.g. limits.max_stanza_size", required=False, hints=KEYS),
     render=_render_get,
+    render_nodes=_GET_NODES.nodes,
+    fanout=True,
 )
 async def config_get(node: Server, key: str | None) -> Any:
     if key is None:
@@ -110,6 +125,7 @@ async def _change_override(node: Server, key: str, value: Any) -> dict[str, Any]
         "restart_needed": restart,
         "overrides": str(path),
         "version": report.version,
+        "digest": _digest(node),
     }
 
 
@@ -117,6 +133,12 @@ def _pending_keys(node: Server) -> set[str]:
     from roost.admin.reload import pending_restart
 
     return set(pending_restart(node))
+
+
+def _digest(node: Server) -> str:
+    from roost.admin.reload import configured, digest
+
+    return digest(configured(node))
 
 
 def _render_change(result: dict[str, Any]) -> str:
@@ -127,13 +149,28 @@ def _render_change(result: dict[str, Any]) -> str:
     )
 
 
+_CHANGE_NODES = render.Table(
+    [
+        ("key", "KEY"),
+        ("value", "VALUE"),
+        ("when", "EFFECT"),
+        ("version", "VERSION"),
+        ("digest", "DIGEST"),
+    ],
+    row=lambda row: {**row, "when": "after restart" if row["restart_needed"] else "applied"},
+)
+
+
 @command(
     "config set",
     "set a runtime override (persisted; applied at once when the setting allows)",
     Arg("key", "a setting, e.g. limits.max_stanza_size", hints=KEYS),
     Arg("value", "its new value, as in ROOST_* variables (lists comma-separated)"),
     render=_render_change,
+    render_nodes=_CHANGE_NODES.nodes,
     audit=True,
+    fanout=True,
+    cluster=True,
 )
 async def config_set(node: Server, key: str, value: str) -> dict[str, Any]:
     from roost.config.pipeline import convert
@@ -158,7 +195,10 @@ async def config_set(node: Server, key: str, value: str) -> dict[str, Any]:
     "remove a runtime override (the value of the lower layers comes back)",
     Arg("key", "a setting with an override", hints=KEYS),
     render=_render_change,
+    render_nodes=_CHANGE_NODES.nodes,
     audit=True,
+    fanout=True,
+    cluster=True,
 )
 async def config_unset(node: Server, key: str) -> dict[str, Any]:
     from roost.config.pipeline import file_layer
@@ -186,6 +226,7 @@ def _render_reload(result: dict[str, Any]) -> str:
     "read the configuration again and apply what can change at run time (as SIGHUP does)",
     render=_render_reload,
     audit=True,
+    fanout=True,
 )
 async def config_reload(node: Server) -> dict[str, Any]:
     from roost.admin.reload import reload
@@ -194,7 +235,10 @@ async def config_reload(node: Server) -> dict[str, Any]:
 
 
 def _render_status(result: dict[str, Any]) -> str:
-    items: list[tuple[str, Any]] = [("config version", result["version"])]
+    items: list[tuple[str, Any]] = [
+        ("config version", result["version"]),
+        ("digest", result["digest"]),
+    ]
     for file in result["files"]:
         items.append(("file", file))
     overrides = result["overrides"]
@@ -209,10 +253,47 @@ def _render_status(result: dict[str, Any]) -> str:
     return render.pairs(items)
 
 
+_STATUS_NODES = render.Table(
+    [
+        ("version", "VERSION"),
+        ("digest", "DIGEST"),
+        ("overrides", "OVERRIDES"),
+        ("pending_restart", "RESTART NEEDED"),
+    ],
+    row=lambda row: {
+        **row,
+        "overrides": ", ".join(f"{k} = {v}" for k, v in row["overrides"].items()) or None,
+        "pending_restart": ", ".join(row["pending_restart"]) or None,
+    },
+)
+
+
+def drift(results: Mapping[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The nodes by configuration digest: more than one key is drift."""
+    by_digest: dict[str, list[str]] = {}
+    for node, result in sorted(results.items()):
+        by_digest.setdefault(result["digest"], []).append(node)
+    return by_digest
+
+
+def _render_status_nodes(results: Mapping[str, dict[str, Any]]) -> str:
+    table = _STATUS_NODES.nodes(results)
+    by_digest = drift(results)
+    if len(by_digest) <= 1:
+        return f"{table}\n\nthe nodes are configured alike (digest {next(iter(by_digest), '-')})"
+    ranked = sorted(by_digest.items(), key=lambda item: (-len(item[1]), item[0]))
+    lines = [f"{table}", "", f"drift: {len(by_digest)} configurations in the cluster"]
+    lines += [f"  {digest}: {', '.join(nodes)}" for digest, nodes in ranked]
+    return "\n".join(lines)
+
+
 @command(
     "config status",
-    "the configuration version, its files, overrides, pending restarts",
+    "the configuration version and digest, its files, overrides, pending restarts",
     render=_render_status,
+    render_nodes=_render_status_nodes,
+    fanout=True,
+    cluster=True,
 )
 async def config_status(node: Server) -> dict[str, Any]:
     from roost.admin.reload import pending_restart
@@ -226,6 +307,7 @@ async def config_status(node: Server) -> dict[str, Any]:
     loaded = node.loaded
     return {
         "version": node.config_version,
+        "digest": _digest(node),
         "files": [str(f) for f in loaded.files] if loaded is not None else [],
         "overrides": overrides,
         "pending_restart": {k: list(v) for k, v in pending_restart(node).items()},

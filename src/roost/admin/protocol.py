@@ -25,7 +25,22 @@ arguments by name in ``args``), or one of the shell operations:
 ``complete``  ``{"text": "server.se"}`` the completions of a name, rlcompleter-style.
 ``cancel``    ``{"target": ID}`` cancel the running ``eval`` whose request id is ID (^C).
 
-Error codes, and the exit code ``roost ctl`` turns them into, are :data:`ERRORS`.
+Several nodes. In a cluster a request may name the nodes it is for (:mod:`roost.admin.fanout`
+runs it there over the mesh): ``"nodes": "all"`` or a list of node names, and optionally
+``"node_timeout"`` (seconds each node has to answer; default ``admin.node_timeout``). Commands
+declared cluster-wide (``config set``) go to every node when ``nodes`` is absent. The answer
+then has the name of the node that was asked and one response per node instead of ``result``::
+
+    → {"id": 3, "command": "status", "args": {}, "nodes": "all"}
+    ← {"id": 3, "ok": true, "node": "a", "nodes": {
+          "a": {"ok": true, "result": {...}},
+          "b": {"ok": false, "error": {"code": "node-timeout", "message": "..."}}}}
+
+A request that is wrong whatever the node (bad arguments, an unknown node name, a command
+that runs on one node only) gets one error, as without ``nodes``.
+
+Error codes, and the exit code ``roost ctl`` turns them into, are :data:`ERRORS`. The exit code
+of an answer by several nodes is the highest of theirs (:func:`nodes_exit_code`).
 """
 
 from __future__ import annotations
@@ -33,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,6 +59,7 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # the node ran the command and it failed
 EXIT_USAGE: Final = 2  # bad arguments (argparse's convention), or an unknown command
 EXIT_UNREACHABLE: Final = 3  # no node answers on the control socket
+EXIT_NODE_DOWN: Final = 4  # asked several nodes: at least one did not answer (down, too slow)
 
 # Error code -> exit code. Codes not listed here are failures of the command (exit 1).
 ERRORS: Final[dict[str, int]] = {
@@ -62,11 +78,37 @@ ERRORS: Final[dict[str, int]] = {
     "forbidden": EXIT_UNREACHABLE,  # the peer is not the node's user nor root
     "failed": EXIT_FAILED,  # anything else that went wrong (a file that cannot be written)
     "internal-error": EXIT_FAILED,  # a bug: the node logged the traceback
+    "unknown-node": EXIT_USAGE,  # --node names no node of the cluster
+    "bad-target": EXIT_USAGE,  # --node/--all for a command that runs on one node only
+    "node-unreachable": EXIT_NODE_DOWN,  # no link to that node now, or it was lost
+    "node-timeout": EXIT_NODE_DOWN,  # the node did not answer within the node timeout
+    "too-large": EXIT_FAILED,  # a node's result does not fit in one mesh frame
 }
 
 
 def exit_code(error_code: str) -> int:
     return ERRORS.get(error_code, EXIT_FAILED)
+
+
+def nodes_exit_code(replies: Mapping[str, Mapping[str, Any]], found_anywhere: bool = False) -> int:
+    """The exit code of per-node responses: the highest of theirs (0 when all succeeded).
+
+    With ``found_anywhere`` (a command looking for something on whichever node has it), a
+    node's ``not-found`` counts as success when another node succeeded.
+    """
+    codes = {
+        node: EXIT_OK if reply.get("ok") else exit_code(str(reply["error"].get("code")))
+        for node, reply in replies.items()
+    }
+    if found_anywhere and EXIT_OK in codes.values():
+        codes = {
+            node: EXIT_OK
+            if replies[node].get("ok") is False
+            and replies[node]["error"].get("code") == "not-found"
+            else code
+            for node, code in codes.items()
+        }
+    return max(codes.values(), default=EXIT_OK)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -20,12 +20,20 @@ after writing the override) goes through four steps:
    limits at their next check), sets the log level, swaps the authenticator (SCRAM
    iterations) and the TLS context (new connections; established ones keep theirs), and
    bumps ``server.config_version`` when anything changed.
+
+Versions across a cluster. ``config_version`` counts this node's changes since it started, so
+two nodes' counters say nothing about each other. :func:`digest` is the comparable part: a
+hash of the configured values of every setting except those that name or place one node
+(:data:`NODE_SETTINGS`). Nodes with the same digest are configured alike; ``roost ctl config
+status`` in a cluster shows each node's, so a node that missed a ``config set`` stands out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import ssl
@@ -54,6 +62,36 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.admin.reload")
 
 _PROGRAMMATIC: Final = "code"  # where pinned values come from, in provenance
+
+#: Settings that name or place one node: they differ between the nodes of a cluster by
+#: design, so :func:`digest` leaves them out.
+NODE_SETTINGS: Final = frozenset(
+    {
+        "server.data_dir",
+        "c2s.host",
+        "cluster.node",
+        "cluster.listen",
+        "cluster.join",
+        "admin.socket",
+    }
+)
+
+
+def digest(config: ServerConfig) -> str:
+    """A short hash of ``config`` without :data:`NODE_SETTINGS`: equal on nodes configured
+    alike. (Secrets are hashed too, so that a changed password shows; the digest is shown
+    to administrators only.)"""
+    hashed = hashlib.sha256()
+    for key, setting in sorted(SCHEMA.items()):
+        if key not in NODE_SETTINGS:
+            value = getattr(config, setting.attribute)
+            hashed.update(json.dumps([key, value], default=str).encode() + b"\n")
+    return hashed.hexdigest()[:12]
+
+
+def configured(server: Server) -> ServerConfig:
+    """What the node is configured with: what runs, and what waits for a restart."""
+    return server.loaded.config if server.loaded is not None else server.config
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Human-readable output of admin commands: tables, key-value blocks, durations, sizes.
 
 Renderers are pure functions of a command's JSON result, so that they run in the client
-(``roost ctl``) and never on the node.
+(``roost ctl``) and never on the node. Results of several nodes (``--node``, ``--all``) are
+rendered by the command's ``render_nodes`` (a :class:`Table`'s ``nodes``: one table, a node
+column first), or else by :func:`sections`, one block per node.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -75,3 +78,41 @@ def generic(result: Any) -> str:
     if isinstance(result, list):
         return "\n".join(cell(item) for item in result) or "(none)"
     return cell(result)
+
+
+def _identity(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    return row
+
+
+def _as_rows(result: Any) -> list[Mapping[str, Any]]:
+    return list(result) if isinstance(result, list) else [result]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A renderer for results that are rows: one node's, or several nodes' with a node column.
+
+    ``rows`` turns a result into rows (a list as it is, anything else as one row); ``row``
+    formats one row for display (durations, units).
+    """
+
+    columns: Sequence[tuple[str, str]]
+    row: Callable[[Mapping[str, Any]], Mapping[str, Any]] = _identity
+    rows: Callable[[Any], list[Mapping[str, Any]]] = _as_rows
+
+    def __call__(self, result: Any) -> str:
+        return table([self.row(r) for r in self.rows(result)], self.columns)
+
+    def nodes(self, results: Mapping[str, Any]) -> str:
+        rows = [
+            {**self.row(r), "node": node}
+            for node, result in sorted(results.items())
+            for r in self.rows(result)
+        ]
+        return table(rows, [("node", "NODE"), *self.columns])
+
+
+def sections(results: Mapping[str, Any], render: Callable[[Any], str]) -> str:
+    """Each node's result rendered on its own, under the node's name."""
+    blocks = [f"== {node} ==\n{render(result)}" for node, result in sorted(results.items())]
+    return "\n\n".join(blocks)

@@ -1,18 +1,33 @@
 """``roost ctl``: administer a running node through its control socket.
 
-    roost ctl [--data-dir DIR] [--json] COMMAND [ARGS...]
+    roost ctl [--data-dir DIR] [--json] [--node NAME ... | --all] COMMAND [ARGS...]
 
 The commands and their arguments come from the registry of admin commands
 (:mod:`roost.admin.commands`): the sub-parsers are built from it, so ``--help`` and usage
 errors describe exactly what the node accepts. Output is human-readable by default; with
 ``--json`` it is the command's JSON result (on failure ``{"error": {"code", "message"}}``).
 
+In a cluster, the node reached through the socket can run the command on others over the
+mesh (:mod:`roost.admin.fanout`): ``--node NAME`` (repeatable) on those nodes, ``--all`` on
+every node of the cluster; ``config set``, ``config unset``, ``config status`` and ``kick`` do
+so by default. The answer is then one per node: a table with a node column for people, and
+for ``--json`` one object ``{NODE: {"ok": true, "result": ...} | {"ok": false, "error":
+{...}}}``. Nodes that failed or did not answer within ``--node-timeout`` are also reported on
+stderr.
+
 Exit codes, for scripts:
 
-    0  the command succeeded
-    1  the node ran the command and it failed (no such user, invalid configuration ...)
-    2  bad arguments (usage errors, unknown settings, invalid values)
+    0  the command succeeded (on every node asked)
+    1  the node ran the command and it failed (no such user, invalid configuration ...);
+       with several nodes: it failed on at least one
+    2  bad arguments (usage errors, unknown settings, invalid values, unknown node names,
+       --node/--all for a command that runs on one node only)
     3  the node is not reachable (not running, stale socket, not allowed)
+    4  with several nodes: at least one did not answer (down, unlinked, or too slow); the
+       others' results are printed
+
+With several nodes the exit code is the highest of theirs (4 over 1). ``kick`` across nodes
+succeeds when some node found sessions to end: the others' ``not-found`` is no failure.
 
 ``roost ctl completion bash|zsh`` prints a completion script::
 
@@ -31,7 +46,16 @@ from typing import Any
 
 from roost.admin.protocol import EXIT_UNREACHABLE, EXIT_USAGE
 
-_COMMON_OPTIONS = ("--data-dir", "--config", "--socket", "--timeout", "--json")
+_COMMON_OPTIONS = (
+    "--data-dir",
+    "--config",
+    "--socket",
+    "--timeout",
+    "--node",
+    "--all",
+    "--node-timeout",
+    "--json",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -42,7 +66,7 @@ def register(subparsers: Any) -> None:
         help="administer a running node",
         description="Run an admin command on the node running on a data directory.",
         epilog="exit codes: 0 ok, 1 the command failed, 2 bad arguments, "
-        "3 the node is not reachable",
+        "3 the node is not reachable, 4 a node of several did not answer",
     )
     add_connection_args(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -106,6 +130,26 @@ def add_connection_args(parser: argparse.ArgumentParser, *, suppress: bool = Fal
         metavar="SECONDS",
         help="how long to wait for the node (default: 60)",
     )
+    parser.add_argument(
+        "--node",
+        action="append",
+        default=default(None),
+        metavar="NAME",
+        help="run the command on this node of the cluster (repeatable)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        default=default(False),
+        help="run the command on every node of the cluster",
+    )
+    parser.add_argument(
+        "--node-timeout",
+        type=float,
+        default=default(None),
+        metavar="SECONDS",
+        help="how long each other node has to answer (default: admin.node_timeout)",
+    )
 
 
 def _add_argument(parser: argparse.ArgumentParser, arg: Any) -> None:
@@ -148,10 +192,22 @@ def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> 
 
 def _run(args: argparse.Namespace) -> int:
     from roost.admin import render
-    from roost.admin.client import ControlClient, NodeUnreachable, RemoteError, locate
+    from roost.admin.client import ControlClient, NodeUnreachable, RemoteError, locate, result_of
     from roost.admin.commands import registry
 
     spec = registry()[args.ctl]
+    fields: dict[str, Any] = {}
+    if args.all and args.node:
+        return _fail(args, "bad-target", "give --node or --all, not both", EXIT_USAGE)
+    if args.all or args.node:
+        if not spec.fanout:
+            message = f"'{spec.name}' runs on one node only: --node and --all do not apply"
+            return _fail(args, "bad-target", message, EXIT_USAGE)
+        fields["nodes"] = "all" if args.all else args.node
+    if args.node_timeout is not None:
+        if args.node_timeout <= 0:
+            return _fail(args, "bad-arguments", "--node-timeout must be positive", EXIT_USAGE)
+        fields["node_timeout"] = args.node_timeout
     raw: dict[str, Any] = {}
     for arg in spec.args:
         value = getattr(args, f"arg_{arg.name}", None)
@@ -166,18 +222,51 @@ def _run(args: argparse.Namespace) -> int:
     path = locate(args.data_dir, args.config, args.socket)
     try:
         with ControlClient.connect(path, timeout=args.timeout) as client:
-            result = client.request(spec.name, raw)
-            if spec.name == "stop":
+            answer = client.wait(client.send(spec.name, raw, **fields))
+            result = result_of(answer)
+            if spec.name == "stop" and _stopped_here(answer):
                 client.wait_closed()  # the node closes the channel last, once it stopped
     except NodeUnreachable as exc:
         return _fail(args, "unreachable", str(exc), EXIT_UNREACHABLE)
     except RemoteError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)
+    if "nodes" in answer:
+        return _print_nodes(args, spec, answer["nodes"])
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print((spec.render or render.generic)(result))
     return 0
+
+
+def _stopped_here(answer: dict[str, Any]) -> bool:
+    """Whether the node we are connected to stops (``stop`` for it, or for all)."""
+    if "nodes" not in answer:
+        return True
+    reply = answer["nodes"].get(answer.get("node"))
+    return reply is not None and bool(reply.get("ok"))
+
+
+def _print_nodes(args: argparse.Namespace, spec: Any, replies: dict[str, Any]) -> int:
+    """The answers of several nodes: one table (or JSON object), failures on stderr."""
+    from roost.admin import render
+    from roost.admin.protocol import nodes_exit_code
+
+    code = nodes_exit_code(replies, spec.found_anywhere)
+    results = {node: reply["result"] for node, reply in replies.items() if reply.get("ok")}
+    for node, reply in sorted(replies.items()):
+        error = reply.get("error")
+        if error is None or (spec.found_anywhere and results and error["code"] == "not-found"):
+            continue
+        print(f"roost: {node}: {error['message']} ({error['code']})", file=sys.stderr)
+    if args.json:
+        print(json.dumps(replies, indent=2))
+    elif results:
+        if spec.render_nodes is not None:
+            print(spec.render_nodes(results))
+        else:
+            print(render.sections(results, spec.render or render.generic))
+    return code
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -208,7 +297,9 @@ def bash_completion(top: list[str]) -> str:
     valued = sorted(
         {a.option for spec in commands.values() for a in spec.args if a.flag and a.type is not bool}
     )
-    takes_value = "|".join(["--data-dir", "--config", "--socket", "--timeout", *valued])
+    takes_value = "|".join(
+        ["--data-dir", "--config", "--socket", "--timeout", "--node", "--node-timeout", *valued]
+    )
     cases = [f'        "") words="{" ".join(first_words)}" ;;']
     for group in groups:
         actions = sorted(name.split()[1] for name in commands if name.startswith(group + " "))

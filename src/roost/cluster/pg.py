@@ -275,6 +275,39 @@ class Scope(Generic[G, M]):
         """The nodes whose scope we exchange membership with."""
         return list(self._peers)
 
+    def owners(self, group: G) -> dict[str, int]:
+        """How many members of ``group`` each node holds (this one included); ``{}`` if none.
+
+        For introspection (``roost ctl groups``): O(known peers), builds no member tuple.
+        """
+        counts: dict[str, int] = {}
+        local = self._local.get(group)
+        if local is not None:
+            counts[self.node] = sum(local.values())
+        for node, peer in self._peers.items():
+            bag = peer.groups.get(group)
+            if bag is not None:
+                counts[node] = sum(bag.values())
+        return counts
+
+    def statistics(self) -> dict[str, object]:
+        """A snapshot of the scope's size: groups and members, local and by peer.
+
+        O(groups + members): for introspection, not for the message path.
+        """
+        return {
+            "scope": self.name,
+            "groups": len(self._holders),
+            "local_groups": len(self._local),
+            "local_members": sum(sum(bag.values()) for bag in self._local.values()),
+            "peers": {
+                node: sum(sum(bag.values()) for bag in peer.groups.values())
+                for node, peer in sorted(self._peers.items())
+            },
+            "monitors": len(self._scope_monitors)
+            + sum(len(m) for m in self._group_monitors.values()),
+        }
+
     def outgoing(self) -> list[tuple[str, Message[G, M]]]:
         """The messages to send, ``(node, message)``, oldest first; clears the queue."""
         out = self._out

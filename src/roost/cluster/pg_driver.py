@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+from weakref import WeakKeyDictionary
 
 from roost.cluster.mesh import Mesh
 from roost.cluster.mesh_types import Peer
@@ -18,6 +19,14 @@ from roost.cluster.pg_messages import message_type
 
 G = TypeVar("G")
 M = TypeVar("M")
+
+# The scopes running over each mesh, by name, for introspection (`roost ctl groups`).
+_DRIVERS: WeakKeyDictionary[Mesh, dict[str, ScopeDriver[Any, Any]]] = WeakKeyDictionary()
+
+
+def drivers(mesh: Mesh) -> dict[str, ScopeDriver[Any, Any]]:
+    """The scopes that run over ``mesh`` now, by name."""
+    return dict(sorted(_DRIVERS.get(mesh, {}).items()))
 
 
 class ScopeDriver(Generic[G, M]):
@@ -30,6 +39,7 @@ class ScopeDriver(Generic[G, M]):
         mesh.subscribe(self.channel, self._receive, type=message_type(group_type, member_type))
         mesh.on_peer_up(self._peer_up)
         mesh.on_peer_down(self._peer_down)
+        _DRIVERS.setdefault(mesh, {})[name] = self
 
     # -- local operations ----------------------------------------------------------------------
 
@@ -53,6 +63,9 @@ class ScopeDriver(Generic[G, M]):
     def stop(self) -> None:
         self.scope.stop()
         self._flush()
+        running = _DRIVERS.get(self.mesh, {})
+        if running.get(self.scope.name) is self:
+            del running[self.scope.name]
 
     # -- mesh events ---------------------------------------------------------------------------
 

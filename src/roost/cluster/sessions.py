@@ -176,6 +176,14 @@ class ClusterRegistry:
     def remote_count(self) -> int:
         return sum(len(routes) for routes in self._remote.values())
 
+    def count_by_node(self) -> dict[str, int]:
+        """Sessions by the node holding them, this one included (O(sessions): for admin)."""
+        counts = {self.node: len(self._local)}
+        for routes in self._remote.values():
+            for route in routes.values():
+                counts[route.node] = counts.get(route.node, 0) + 1
+        return counts
+
     # -- pg events -----------------------------------------------------------------------------
 
     def _wake(self, monitor: Monitor[str, Member]) -> None:

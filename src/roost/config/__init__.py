@@ -213,3 +213,12 @@ class ServerConfig:
         minimum=0.1,
         maximum=86400,
     )
+    admin_node_timeout: float = option(
+        10.0,
+        key="admin.node_timeout",
+        doc="seconds each other node of the cluster has to answer `roost ctl --node/--all` "
+        "before it is reported as not answering",
+        runtime=True,
+        minimum=0.1,
+        maximum=3600,
+    )
