@@ -193,6 +193,89 @@ class ServerConfig:
         runtime=True,
         choices=("always", "roster", "never"),
     )
+    gate_consecutive_failures: int = option(
+        5,
+        key="gates.consecutive_failures",
+        doc="a gate's partition opens after this many failed calls in a row; 0 disables",
+        runtime=True,
+        minimum=0,
+    )
+    gate_failure_rate: float = option(
+        0.5,
+        key="gates.failure_rate",
+        doc="... or when this share of its calls in gates.window failed (given "
+        "gates.minimum_calls); 0 disables",
+        runtime=True,
+        minimum=0,
+        maximum=1,
+    )
+    gate_slow_call_rate: float = option(
+        0.8,
+        key="gates.slow_call_rate",
+        doc="... or when this share of its calls in gates.window were slow; 0 disables",
+        runtime=True,
+        minimum=0,
+        maximum=1,
+    )
+    gate_slow_call_threshold: float = option(
+        2.0,
+        key="gates.slow_call_threshold",
+        doc="seconds after which a call counts as slow; 0 disables",
+        runtime=True,
+        minimum=0,
+    )
+    gate_minimum_calls: int = option(
+        20,
+        key="gates.minimum_calls",
+        doc="calls a window must hold before its failure and slow-call rates count",
+        runtime=True,
+        minimum=1,
+    )
+    gate_window: float = option(
+        10.0,
+        key="gates.window",
+        doc="seconds of outcomes the failure and slow-call rates are computed over",
+        runtime=True,
+        minimum=0.1,
+    )
+    gate_open_for: float = option(
+        5.0,
+        key="gates.open_for",
+        doc="seconds an open partition refuses calls before trial calls are let through",
+        runtime=True,
+        minimum=0.01,
+    )
+    gate_half_open_calls: int = option(
+        3,
+        key="gates.half_open_calls",
+        doc="trial calls a half-open partition lets through; all must succeed to close it",
+        runtime=True,
+        minimum=1,
+    )
+    gate_max_concurrent: int = option(
+        0,
+        key="gates.max_concurrent",
+        doc="calls in flight per partition beyond which calls are refused at once "
+        "(bulkhead); 0 means no limit",
+        runtime=True,
+        minimum=0,
+    )
+    gate_call_timeout: float = option(
+        5.0,
+        key="gates.call_timeout",
+        doc="seconds a gated call may take before it is abandoned and counts as failed; "
+        "0 waits forever",
+        runtime=True,
+        minimum=0,
+    )
+    gate_max_open_share: float = option(
+        0.5,
+        key="gates.max_open_share",
+        doc="largest share of a gate's partitions open at once (one may always open)",
+        runtime=True,
+        minimum=0,
+        maximum=1,
+    )
     admin_socket: Path = option(
         Path("ctl.sock"),
         key="admin.socket",
