@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from roost.admin.protocol import EXIT_FAILED, EXIT_NODE_DOWN, EXIT_OK, EXIT_USAGE, nodes_exit_code
 from roost.testing.rawclient import RawClient
-from roost.testing.server import RunningCluster, RunningServer, running_cluster
+from roost.testing.server import (
+    RunningCluster,
+    RunningServer,
+    _cluster_credentials,
+    running_cluster,
+    running_server,
+)
 from tests.admin.conftest import Outcome, run_cli
 
 NODES = ["node1", "node2", "node3"]
@@ -148,6 +156,11 @@ async def test_config_set_applies_on_every_node_and_status_shows_their_versions(
         assert "drift: 2 configurations in the cluster" in drifted.out
         assert drifted.out.rstrip().splitlines()[-1].endswith(": node3")
 
+        # A node's own address is no cluster-wide setting.
+        own = await ctl_on(cluster[0], "config", "set", "cluster.listen", "127.0.0.1:7999")
+        assert own.code == EXIT_USAGE
+        assert "cluster.listen names or places one node: change it with --node NAME" in own.err
+
         # A value the schema refuses fails on the asking node, and no other node is asked.
         refused = await ctl_on(cluster[0], "config", "set", "limits.max_stanza_size", "tiny")
         assert refused.code == EXIT_USAGE
@@ -197,6 +210,54 @@ async def test_a_stopped_node_is_reported_and_stop_all_stops_the_rest_self_last(
         assert stopped.json["node1"]["ok"] is True
         await cluster[0].server.wait_stopped()
         await cluster[1].server.wait_stopped()
+
+
+@asynccontextmanager
+async def _node(data_dir: Path, name: str, join: list[str]) -> AsyncIterator[RunningServer]:
+    """A node of a cluster with a data directory of its own (overrides not shared)."""
+    _cluster_credentials(data_dir, ["node1", "node2"])
+    async with running_server(
+        data_dir,
+        cluster_node=name,
+        cluster_listen="127.0.0.1:0",
+        cluster_join=join,
+        cluster_heartbeat_timeout=2.0,
+    ) as node:
+        yield node
+
+
+async def test_a_node_down_during_config_set_shows_drift_and_takes_the_change_when_back(
+    tmp_path: Path, ctl_on: CtlOn
+) -> None:
+    async with _node(tmp_path / "1", "node1", []) as first:
+        assert first.server.cluster is not None
+        host, port = first.server.cluster.address
+        async with _node(tmp_path / "2", "node2", [f"{host}:{port}"]) as second:
+            await RunningCluster([first, second]).connected()
+            await second.server.stop()
+        await RunningCluster([first]).until(lambda: not _peers(first))
+
+        changed = await ctl_on(first, "config", "set", "mam.max_page", "99", "--json")
+        assert changed.code == EXIT_NODE_DOWN
+        assert changed.json["node1"]["result"]["applied"] is True
+        assert changed.json["node2"]["error"]["code"] == "node-unreachable"
+        missed = await ctl_on(first, "config", "status")
+        assert missed.code == EXIT_NODE_DOWN
+        assert "roost: node2: node2 is not linked to node1 now (node-unreachable)" in missed.err
+
+        async with _node(tmp_path / "2", "node2", [f"{host}:{port}"]) as back:
+            sync = back.server.control.config_sync
+            assert sync is not None
+            while back.server.config.mam_max_page != 99:
+                async with asyncio.timeout(10):
+                    await sync.changed()
+            assert sync.taken == 1
+            status = await ctl_on(first, "config", "status", "--json")
+            assert status.code == EXIT_OK, status.err
+            assert len({reply["result"]["digest"] for reply in status.json.values()}) == 1
+            assert status.json["node2"]["result"]["overrides"] == {"mam.max_page": "99"}
+            audit = (tmp_path / "2" / "audit.log").read_text()
+            assert '"kind": "sync", "key": "mam.max_page", "value": "99"' in audit
 
 
 def test_exit_code_of_several_nodes_is_the_highest_unless_found_anywhere() -> None:

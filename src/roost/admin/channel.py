@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from roost import __version__
 from roost.admin import fanout, protocol
 from roost.admin.commands import Command, CommandError, find
+from roost.admin.config_sync import ConfigSync
 from roost.admin.fanout import Fanout
 from roost.admin.monitor import Monitor
 from roost.admin.shell import HELPERS, Evaluator, json_value
@@ -82,11 +83,11 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def record(self, peer: Peer, kind: str, **fields: Any) -> None:
+    def record(self, peer: Peer | None, kind: str, **fields: Any) -> None:
+        """Append an entry; ``peer`` is None for what the node did on its own (``sync``)."""
         entry = {
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            "uid": peer.uid,
-            "pid": peer.pid,
+            **({} if peer is None else {"uid": peer.uid, "pid": peer.pid}),
             "kind": kind,
             **fields,
         }
@@ -113,8 +114,13 @@ class ControlChannel:
         self._identity: tuple[int, int] | None = None  # (device, inode) of our socket file
         self._aserver: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
-        # Commands for other nodes of the cluster, and from them (roost ctl --node/--all).
-        self.fanout = Fanout(server, server.cluster.mesh) if server.cluster is not None else None
+        # Commands for other nodes of the cluster, and from them (roost ctl --node/--all), and
+        # the cluster-wide overrides a node missed.
+        self.fanout: Fanout | None = None
+        self.config_sync: ConfigSync | None = None
+        if server.cluster is not None:
+            self.fanout = Fanout(server, server.cluster.mesh)
+            self.config_sync = ConfigSync(server, server.cluster.mesh)
 
     @property
     def audit(self) -> AuditLog:
@@ -209,6 +215,8 @@ class ControlChannel:
         self.monitor.stop()
         if self.fanout is not None:
             self.fanout.close()
+        if self.config_sync is not None:
+            self.config_sync.close()
         for connection in list(self._connections):
             await connection.close()
         self._aserver = None

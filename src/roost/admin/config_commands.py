@@ -11,8 +11,10 @@ In a cluster, ``config set``, ``config unset`` and ``config status`` run on ever
 ``--node`` says where (:mod:`roost.admin.fanout`): each node validates, persists in its own
 data directory and applies the override, and reports its configuration version and digest.
 A node that was down during a ``set`` misses it, and ``config status`` shows it: its digest
-differs from the others'. ``config get`` and ``config reload`` run where they are asked
-(``--all`` for every node).
+differs from the others'; when it links again it takes the change from them
+(:mod:`roost.admin.config_sync`). Settings that name or place one node
+(:data:`~roost.admin.reload.NODE_SETTINGS`) are set with ``--node``, never cluster-wide.
+``config get`` and ``config reload`` run where they are asked (``--all`` for every node).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from roost.admin.commands import Arg, CommandError, command
 from roost.config.pipeline import OVERRIDES_FILE, SCHEMA, display
 
 if TYPE_CHECKING:
+    from roost.admin.reload import ReloadReport
     from roost.core.server import Server
 
 KEYS = tuple(SCHEMA)  # for shell completion of KEY arguments
@@ -97,26 +100,22 @@ def _overrides_path(node: Server) -> Path:
     return node.config.data_dir / OVERRIDES_FILE
 
 
-async def _change_override(node: Server, key: str, value: Any) -> dict[str, Any]:
-    """Write one override (None removes it) and reload; restore the file on failure."""
-    from roost.admin.reload import apply, candidate, lock
-    from roost.config.pipeline import write_overrides
+async def _change_override(node: Server, key: str, value: Any, text: str | None) -> dict[str, Any]:
+    """Write one override (None removes it) and reload; restore the file on failure.
+
+    A change made on every node of the cluster is recorded with its stamp (``text`` is the
+    value as given, None for an unset), for nodes that missed it.
+    """
+    from roost.admin.config_sync import Stamp, record
+    from roost.admin.fanout import everywhere
+    from roost.admin.reload import lock
 
     async with lock(node):
-        path = _overrides_path(node)
-        previous = path.read_bytes() if path.exists() else None
-        try:
-            write_overrides(node.config.data_dir, {key: value})
-        except OSError as exc:
-            raise CommandError("failed", f"cannot write {path}: {exc.strerror}") from None
-        try:
-            report = apply(node, candidate(node))
-        except BaseException:
-            if previous is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(previous)
-            raise
+        report = change_override(node, key, value)
+        stamp = everywhere()
+        if stamp is not None:
+            record(node.config.data_dir, key, Stamp(stamp.time, stamp.node, text))
+    path = _overrides_path(node)
     restart = key in report.restart_needed or key in _pending_keys(node)
     return {
         "key": key,
@@ -127,6 +126,29 @@ async def _change_override(node: Server, key: str, value: Any) -> dict[str, Any]
         "version": report.version,
         "digest": _digest(node),
     }
+
+
+def change_override(node: Server, key: str, value: Any) -> ReloadReport:
+    """Write one override (None removes it) and reload; on failure the overrides file is
+    restored and CommandError raised. The caller holds the reload lock."""
+    from roost.admin.reload import apply, candidate
+    from roost.config.pipeline import write_overrides
+
+    path = _overrides_path(node)
+    previous = path.read_bytes() if path.exists() else None
+    try:
+        write_overrides(node.config.data_dir, {key: value})
+    except OSError as exc:
+        raise CommandError("failed", f"cannot write {path}: {exc.strerror}") from None
+    try:
+        report = apply(node, candidate(node))
+    except BaseException:
+        if previous is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(previous)
+        raise
+    return report
 
 
 def _pending_keys(node: Server) -> set[str]:
@@ -187,7 +209,18 @@ async def config_set(node: Server, key: str, value: str) -> dict[str, Any]:
         raise CommandError("bad-arguments", f"{key}: {exc}") from None
     if typed is None:
         raise CommandError("bad-arguments", f"{key}: use `config unset {key}` to remove it")
-    return await _change_override(node, key, typed)
+    _one_node(key)
+    return await _change_override(node, key, typed, value)
+
+
+def _one_node(key: str) -> None:
+    from roost.admin.fanout import everywhere
+    from roost.admin.reload import NODE_SETTINGS
+
+    if key in NODE_SETTINGS and everywhere() is not None:
+        raise CommandError(
+            "bad-target", f"{key} names or places one node: change it with --node NAME"
+        )
 
 
 @command(
@@ -199,6 +232,7 @@ async def config_set(node: Server, key: str, value: str) -> dict[str, Any]:
     audit=True,
     fanout=True,
     cluster=True,
+    found_anywhere=True,
 )
 async def config_unset(node: Server, key: str) -> dict[str, Any]:
     from roost.config.pipeline import file_layer
@@ -206,9 +240,12 @@ async def config_unset(node: Server, key: str) -> dict[str, Any]:
     _setting(key)
     path = _overrides_path(node)
     current, _ = file_layer(path, "override") if path.exists() else ({}, [])
-    if key not in current:
+    _one_node(key)
+    loaded = node.loaded
+    running = loaded is not None and loaded.origin(key).layer == "override"
+    if key not in current and not running:  # (another node on this data directory removed it)
         raise CommandError("not-found", f"{key} has no runtime override")
-    return await _change_override(node, key, None)
+    return await _change_override(node, key, None, None)
 
 
 def _render_reload(result: dict[str, Any]) -> str:

@@ -33,6 +33,10 @@ request's ``node_timeout``) is reported as ``node-timeout`` and sent a :class:`C
 result too large for one mesh frame comes back as ``too-large``. The asking node's own part
 runs with no timeout, as it would without ``--all``.
 
+Everywhere. A request for every node (``--all``, or a cluster-wide command by default) carries
+a stamp: the asking node's clock and name. Handlers read it with :func:`everywhere`; ``config
+set`` records it, so that a node that was away catches up later (:mod:`roost.admin.config_sync`).
+
 Order. Nodes run the command concurrently, with two exceptions. A command that changes state
 runs on the asking node first; if it fails there with a usage error (a value the schema
 refuses, say), that error is the answer and no other node is asked, since it would fail
@@ -50,7 +54,9 @@ import itertools
 import json
 import logging
 import socket
+import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -72,11 +78,19 @@ ALL: Final = "all"
 Response = dict[str, Any]  # {"ok": true, "result": ...} or {"ok": false, "error": {...}}
 
 
+class Everywhere(msgspec.Struct, array_like=True, frozen=True, order=True):
+    """A command runs on every node of the cluster: when, and who asked."""
+
+    time: float  # the asking node's clock (time.time())
+    node: str  # the asking node
+
+
 class Request(msgspec.Struct, tag="request", array_like=True, frozen=True):
     id: int
     command: str
     args: bytes  # a JSON object: the arguments by name, as the asking node validated them
     origin: bytes  # a JSON object: who asked ({"uid", "pid"} of the ctl process), for audit
+    everywhere: Everywhere | None = None  # set when the request goes to every node
 
 
 class Reply(msgspec.Struct, tag="reply", array_like=True, frozen=True):
@@ -89,6 +103,14 @@ class Cancel(msgspec.Struct, tag="cancel", array_like=True, frozen=True):
 
 
 AdminMessage = Request | Reply | Cancel
+
+
+_EVERYWHERE: ContextVar[Everywhere | None] = ContextVar("roost_admin_everywhere", default=None)
+
+
+def everywhere() -> Everywhere | None:
+    """In a command handler: the stamp of the cluster-wide request it serves, if it does."""
+    return _EVERYWHERE.get()
 
 
 def node_name(server: Server) -> str:
@@ -215,6 +237,21 @@ class Fanout:
         known = self.known()
         names = known if isinstance(targets, str) else list(targets)
         _known(names, known)
+        stamp = Everywhere(time.time(), self.node) if isinstance(targets, str) else None
+        token = _EVERYWHERE.set(stamp)  # tasks created below inherit it
+        try:
+            return await self._run(command, bound, names, limit, origin)
+        finally:
+            _EVERYWHERE.reset(token)
+
+    async def _run(
+        self,
+        command: Command,
+        bound: dict[str, Any],
+        names: list[str],
+        limit: float,
+        origin: Mapping[str, Any],
+    ) -> dict[str, Response]:
         others = [name for name in names if name != self.node]
         here = self.node in names
         responses: dict[str, Response] = {}
@@ -248,7 +285,7 @@ class Fanout:
         """Run ``command`` on ``node`` over the mesh; its response, or why there is none."""
         request_id = next(self._ids)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        request = Request(request_id, command.name, _json(bound), _json(origin))
+        request = Request(request_id, command.name, _json(bound), _json(origin), everywhere())
         self._waiting[request_id] = (node, future)
         try:
             try:
@@ -373,7 +410,11 @@ class Fanout:
                 bound=bound,
                 from_node=node,
             )
-        return await outcome(self._server, command, bound)
+        token = _EVERYWHERE.set(request.everywhere)
+        try:
+            return await outcome(self._server, command, bound)
+        finally:
+            _EVERYWHERE.reset(token)
 
 
 def _json(value: Mapping[str, Any]) -> bytes:
