@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from roost.config import ServerConfig
+from roost.gate.storage import GatedStorage
 from roost.modules import mam as mam_module
 from roost.modules.mam import MamModule
 from roost.modules.mam_protocol import SID
@@ -57,6 +58,8 @@ async def test_a_burst_of_messages_is_written_in_a_few_storage_calls(
     bob_jid, bob = await online(server, "bob")
     alice_jid, alice = await online(server, "alice")
     storage = server.server.storage
+    assert isinstance(storage, GatedStorage)  # the store behind its gate (roost.gate)
+    storage = storage.inner
     assert isinstance(storage, SQLiteStorage)
     await module(server).flush()
     before = storage.statistics().operations

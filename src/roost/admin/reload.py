@@ -18,8 +18,9 @@ after writing the override) goes through four steps:
    all-or-nothing. The commit replaces ``server.config`` with a new ServerConfig in one
    assignment (code reads settings from it when it needs them, so live sessions see the new
    limits at their next check), sets the log level, swaps the authenticator (SCRAM
-   iterations) and the TLS context (new connections; established ones keep theirs), and
-   bumps ``server.config_version`` when anything changed.
+   iterations), gives the gates their new thresholds (``[gates]``) and swaps the TLS context
+   (new connections; established ones keep theirs), and bumps ``server.config_version`` when
+   anything changed.
 
 Versions across a cluster. ``config_version`` counts this node's changes since it started, so
 two nodes' counters say nothing about each other. :func:`digest` is the comparable part: a
@@ -340,5 +341,17 @@ def _config(
     return undo
 
 
+def _gates(
+    server: Server, old: ServerConfig, new: ServerConfig, tls: ssl.SSLContext
+) -> Callable[[], None]:
+    from roost.gate import policy_of
+
+    before, after = policy_of(old), policy_of(new)  # ValueError (rolled back) if inconsistent
+    if before == after:
+        return lambda: None
+    server.gates.configure(after)
+    return lambda: server.gates.configure(before)
+
+
 #: The commit, in order. A new runtime setting whose holder caches it adds a step here.
-_STEPS: Final[list[Step]] = [_tls, _logging, _authenticator, _config]
+_STEPS: Final[list[Step]] = [_tls, _logging, _authenticator, _gates, _config]

@@ -36,6 +36,8 @@ from roost.core.auth import Authenticator
 from roost.core.hooks import Hooks
 from roost.core.iq import IQTable
 from roost.core.module import Module, module_class
+from roost.gate import Gates, policy_of
+from roost.gate.storage import STORAGE_GATE, GatedStorage
 from roost.router.registry import SessionRegistry
 from roost.router.router import Router
 from roost.storage import Storage, open_storage
@@ -63,7 +65,12 @@ class Server:
         self.config_source = source
         self.config_version = loaded.version if loaded is not None else 1
         self.version = __version__
-        self.storage = storage if storage is not None else open_storage(config.data_dir)
+        # Every call to a dependency passes its gate (roost.gate); the store's is "storage".
+        self.gates = Gates(policy_of(config), node=config.cluster_node or "")
+        backend = storage if storage is not None else open_storage(config.data_dir)
+        if not isinstance(backend, GatedStorage):
+            backend = GatedStorage(backend, self.gates.gate(STORAGE_GATE))
+        self.storage: Storage = backend
         self.auth = Authenticator(self.storage, config.scram_iterations)
         self.hooks = Hooks()
         self.iq = IQTable()
