@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from roost.admin.client import RemoteError
 from roost.admin.protocol import EXIT_FAILED, EXIT_NODE_DOWN, EXIT_OK, EXIT_USAGE, nodes_exit_code
+from roost.admin.remote import AdminFiles, connect
+from roost.cluster.ca import issue
 from roost.testing.rawclient import RawClient
 from roost.testing.server import (
     RunningCluster,
@@ -258,6 +261,57 @@ async def test_a_node_down_during_config_set_shows_drift_and_takes_the_change_wh
             assert status.json["node2"]["result"]["overrides"] == {"mam.max_page": "99"}
             audit = (tmp_path / "2" / "audit.log").read_text()
             assert '"kind": "sync", "key": "mam.max_page", "value": "99"' in audit
+
+
+async def test_remote_ctl_needs_an_administrator_certificate_and_never_runs_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running_cluster(tmp_path, nodes=2, admin_listen="127.0.0.1:0") as cluster:
+        listener = cluster[1].server.control.remote
+        assert listener is not None
+        host, port = listener.address
+        alice = issue(tmp_path, "alice", admin=True).directory
+        remote = ["ctl", "--remote", f"{host}:{port}", "--credentials", str(alice)]
+
+        status = await run_cli(capsys, [*remote, "--all", "status", "--json"])
+        assert status.code == EXIT_OK, status.err
+        assert sorted(status.json) == ["node1", "node2"]
+        changed = await run_cli(capsys, [*remote, "config", "set", "mam.max_page", "77"])
+        assert changed.code == EXIT_OK, changed.err
+        assert [n.server.config.mam_max_page for n in cluster.nodes] == [77, 77]
+        audit = (tmp_path / "audit.log").read_text()  # both nodes' (a shared data directory)
+        assert '"admin": "alice", "address": "127.0.0.1:' in audit
+        assert '"from_node": "node2"' in audit  # node1 ran it for alice, asked by node2
+
+        code = await run_cli(capsys, [*remote, "bench", "1 + 1"])
+        assert code.code == EXIT_FAILED
+        assert "runs code in the node" in code.err
+        files = AdminFiles.in_directory(alice)
+        with await asyncio.to_thread(connect, (host, port), files, 10) as client:
+            with pytest.raises(RemoteError) as shell:
+                await asyncio.to_thread(client.request, "shell")
+            assert shell.value.code == "local-only"
+
+        # A node's certificate, signed by the same CA, is no administrator's.
+        node = tmp_path / "cluster" / "nodes" / "node1"
+        impostor = AdminFiles(node / "ca.pem", node / "node.pem", node / "node-key.pem")
+        with await asyncio.to_thread(connect, (host, port), impostor, 10) as client:
+            with pytest.raises(RemoteError) as refused:
+                await asyncio.to_thread(client.request, "status")
+            assert refused.value.code == "forbidden"
+        assert listener.statistics() == {"accepted": 4, "refused": 1}
+
+        missing = await run_cli(capsys, ["ctl", "--remote", f"{host}:{port}", "status"])
+        assert missing.code == EXIT_USAGE
+        assert "--remote needs --credentials" in missing.err
+
+
+async def test_remote_administration_is_off_by_default_and_needs_a_cluster(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "a") as node:
+        assert node.server.control.remote is None
+    with pytest.raises(ValueError, match=r"admin\.listen needs cluster\.node"):
+        async with running_server(tmp_path / "b", admin_listen="127.0.0.1:0"):
+            pass
 
 
 def test_exit_code_of_several_nodes_is_the_highest_unless_found_anywhere() -> None:

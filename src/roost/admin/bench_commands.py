@@ -65,6 +65,7 @@ def _render(result: dict[str, Any]) -> str:
         required=False, default=64),
     render=_render,
     audit=True,
+    evaluates=True,
 )  # fmt: skip
 async def bench(
     node: Server,

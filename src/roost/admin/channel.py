@@ -4,7 +4,9 @@ Who may connect: the socket file is created with mode 0600 (bound under a tempor
 restricted, then renamed into place, so it never exists at its real path with looser
 permissions), and every connection's peer credentials (``SO_PEERCRED``) must show the uid
 the node runs as, or root. Others get a ``forbidden`` error and are disconnected. The
-channel never listens on the network.
+socket never listens on the network; with ``admin.listen`` set, the same protocol is also
+served over mutual TLS to administrators of the cluster (:mod:`roost.admin.remote`), without
+the shell.
 
 Who owns it: a node takes an exclusive ``flock`` on ``<socket>.lock`` before anything else
 and holds it while it runs, so a second node on the same data directory refuses to start
@@ -15,7 +17,8 @@ What it speaks: :mod:`roost.admin.protocol`. Requests run concurrently as tasks 
 connection; when the client goes away they are cancelled (a shell evaluation included).
 Shell evaluations and the commands that change state (``audit=True``) are appended to
 ``audit.log`` in the data directory (mode 0600), one JSON object per line with the time, the
-peer's uid and pid, and the code or the command with its arguments (secrets left out).
+peer's uid and pid (a remote administrator's name and address), and the code or the command
+with its arguments (secrets left out).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from roost.admin.commands import Command, CommandError, find
 from roost.admin.config_sync import ConfigSync
 from roost.admin.fanout import Fanout
 from roost.admin.monitor import Monitor
+from roost.admin.remote import RemoteListener
 from roost.admin.shell import HELPERS, Evaluator, json_value
 
 if TYPE_CHECKING:
@@ -58,9 +62,18 @@ class NodeRunning(OSError):
 
 @dataclass(frozen=True, slots=True)
 class Peer:
+    """Who is at the other end: a local process, or a remote administrator (``admin``)."""
+
     pid: int
     uid: int
     gid: int
+    admin: str | None = None  # the name in a remote administrator's certificate
+    address: str | None = None  # where a remote administrator connected from
+
+    def audit_fields(self) -> dict[str, Any]:
+        if self.admin is not None:
+            return {"admin": self.admin, "address": self.address}
+        return {"uid": self.uid, "pid": self.pid}
 
 
 def peer_credentials(sock: Any) -> Peer:
@@ -87,7 +100,7 @@ class AuditLog:
         """Append an entry; ``peer`` is None for what the node did on its own (``sync``)."""
         entry = {
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            **({} if peer is None else {"uid": peer.uid, "pid": peer.pid}),
+            **({} if peer is None else peer.audit_fields()),
             "kind": kind,
             **fields,
         }
@@ -114,6 +127,7 @@ class ControlChannel:
         self._identity: tuple[int, int] | None = None  # (device, inode) of our socket file
         self._aserver: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
+        self.remote: RemoteListener | None = None  # admin.listen
         # Commands for other nodes of the cluster, and from them (roost ctl --node/--all), and
         # the cluster-wide overrides a node missed.
         self.fanout: Fanout | None = None
@@ -127,7 +141,7 @@ class ControlChannel:
         return AuditLog(self._server.config.data_dir / AUDIT_LOG)
 
     def audit_command(
-        self, *, uid: int, pid: int, command: Command, bound: Mapping[str, Any], **fields: Any
+        self, peer: Peer, command: Command, bound: Mapping[str, Any], **fields: Any
     ) -> None:
         """Record a state-changing command (its secret arguments left out)."""
         public = {
@@ -135,9 +149,7 @@ class ControlChannel:
             for arg in command.args
             if not arg.secret and bound[arg.name] is not None
         }
-        self.audit.record(
-            Peer(pid, uid, -1), "command", command=command.name, args=public, **fields
-        )
+        self.audit.record(peer, "command", command=command.name, args=public, **fields)
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -203,11 +215,31 @@ class ControlChannel:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+        listen = self._server.config.admin_listen
+        if listen:
+            await self._listen(listen)
         self.monitor.start()
+
+    async def _listen(self, listen: str) -> None:
+        from roost.cluster.node import listen_address
+
+        cluster = self._server.cluster
+        if cluster is None:
+            raise ValueError(
+                "admin.listen needs cluster.node: remote administration uses the cluster's "
+                "certificates (roost cluster init)"
+            )
+        try:
+            address = listen_address(listen)
+        except ValueError as exc:
+            raise ValueError(f"admin.listen: {exc}") from None
+        self.remote = await RemoteListener.start(self, address, cluster.mesh.files)
 
     def stop_accepting(self) -> None:
         if self._aserver is not None:
             self._aserver.close()
+        if self.remote is not None:
+            self.remote.close()
 
     async def close(self) -> None:
         """Stop serving: close connections (cancelling their requests), remove the socket."""
@@ -246,7 +278,18 @@ class ControlChannel:
                 await writer.drain()
             writer.close()
             return
-        connection = _Connection(self._server, self, reader, writer, peer)
+        await self.serve(reader, writer, peer, remote=False)
+
+    async def serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
+        *,
+        remote: bool,
+    ) -> None:
+        """Serve one accepted connection until it ends (or the channel closes)."""
+        connection = _Connection(self._server, self, reader, writer, peer, remote)
         self._connections.add(connection)
         try:
             await connection.serve()
@@ -262,12 +305,14 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: Peer,
+        remote: bool,
     ) -> None:
         self._server = server
         self._channel = channel
         self._reader = reader
         self._writer = writer
         self._peer = peer
+        self._remote = remote  # over the network: no shell, no code
         self._tasks: set[asyncio.Task[None]] = set()
         self._evaluator: Evaluator | None = None
         self._serving: asyncio.Task[Any] | None = None
@@ -331,9 +376,11 @@ class _Connection:
             return
         try:
             if name in SHELL_OPERATIONS:
+                self._local_only(name, True)
                 result = await self._shell(request_id, name, args)
             else:
                 command = find(name)
+                self._local_only(name, command.evaluates)
                 targets = message.get("nodes")
                 if targets is None and command.cluster and self._server.cluster is not None:
                     targets = fanout.ALL  # cluster-wide by default
@@ -354,11 +401,15 @@ class _Connection:
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 
+    def _local_only(self, name: str, evaluates: bool) -> None:
+        if self._remote and evaluates:
+            raise CommandError(
+                "local-only",
+                f"'{name}' runs code in the node: only over the control socket on its machine",
+            )
+
     def _audit(self, command: Command, bound: Mapping[str, Any], **fields: Any) -> None:
-        peer = self._peer
-        self._channel.audit_command(
-            uid=peer.uid, pid=peer.pid, command=command, bound=bound, **fields
-        )
+        self._channel.audit_command(self._peer, command, bound, **fields)
 
     async def _fan_out(
         self, request_id: Any, command: Command, args: Mapping[str, Any], raw: Any, message: Any
@@ -378,7 +429,7 @@ class _Connection:
             args,
             targets,
             node_timeout=timeout,
-            origin={"uid": self._peer.uid, "pid": self._peer.pid},
+            origin=self._peer.audit_fields(),
         )
         self._send(
             {

@@ -85,7 +85,7 @@ def result_of(message: dict[str, Any]) -> Any:
 class ControlClient:
     """A blocking connection to a node's control channel."""
 
-    def __init__(self, sock: socket.socket, path: Path) -> None:
+    def __init__(self, sock: socket.socket, path: Path | str) -> None:
         self._sock = sock
         self.path = path
         self._buffer = bytearray()

@@ -122,6 +122,7 @@ class Command:
     cluster: bool = False  # on a clustered node, runs on every node unless --node says where
     found_anywhere: bool = False  # across nodes, not-found somewhere is fine if found elsewhere
     render_nodes: NodesRenderer | None = None  # {node: result} of the nodes that answered
+    evaluates: bool = False  # runs code given to it: never over the network (admin.listen)
 
     @property
     def function_name(self) -> str:
@@ -165,6 +166,7 @@ def command(
     cluster: bool = False,
     found_anywhere: bool = False,
     render_nodes: NodesRenderer | None = None,
+    evaluates: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated coroutine function as the admin command ``name``.
 
@@ -180,7 +182,17 @@ def command(
         if name in _REGISTRY and _REGISTRY[name].handler is not handler:
             raise ValueError(f"two admin commands are named {name!r}")
         _REGISTRY[name] = Command(
-            name, help, args, handler, render, audit, fanout, cluster, found_anywhere, render_nodes
+            name,
+            help,
+            args,
+            handler,
+            render,
+            audit,
+            fanout,
+            cluster,
+            found_anywhere,
+            render_nodes,
+            evaluates,
         )
         return handler
 

@@ -89,7 +89,7 @@ class Request(msgspec.Struct, tag="request", array_like=True, frozen=True):
     id: int
     command: str
     args: bytes  # a JSON object: the arguments by name, as the asking node validated them
-    origin: bytes  # a JSON object: who asked ({"uid", "pid"} of the ctl process), for audit
+    origin: bytes  # a JSON object: who asked ({"uid", "pid"}, or {"admin", "address"}), for audit
     everywhere: Everywhere | None = None  # set when the request goes to every node
 
 
@@ -403,13 +403,17 @@ class Fanout:
         except ValueError as exc:
             return failure("bad-request", f"unreadable request: {exc}")
         if command.audit:
-            self._server.control.audit_command(
-                uid=_int(origin.get("uid")),
-                pid=_int(origin.get("pid")),
-                command=command,
-                bound=bound,
-                from_node=node,
+            from roost.admin.channel import Peer
+
+            admin = origin.get("admin")
+            peer = Peer(
+                _int(origin.get("pid")),
+                _int(origin.get("uid")),
+                -1,
+                admin=admin if isinstance(admin, str) else None,
+                address=str(origin.get("address")),
             )
+            self._server.control.audit_command(peer, command, bound, from_node=node)
         token = _EVERYWHERE.set(request.everywhere)
         try:
             return await outcome(self._server, command, bound)

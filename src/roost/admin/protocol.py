@@ -83,6 +83,7 @@ ERRORS: Final[dict[str, int]] = {
     "node-unreachable": EXIT_NODE_DOWN,  # no link to that node now, or it was lost
     "node-timeout": EXIT_NODE_DOWN,  # the node did not answer within the node timeout
     "too-large": EXIT_FAILED,  # a node's result does not fit in one mesh frame
+    "local-only": EXIT_FAILED,  # the shell or code over the network (roost ctl --remote)
 }
 
 

@@ -74,6 +74,7 @@ NODE_SETTINGS: Final = frozenset(
         "cluster.listen",
         "cluster.join",
         "admin.socket",
+        "admin.listen",
     }
 )
 

@@ -15,6 +15,11 @@ for ``--json`` one object ``{NODE: {"ok": true, "result": ...} | {"ok": false, "
 {...}}}``. Nodes that failed or did not answer within ``--node-timeout`` are also reported on
 stderr.
 
+From another machine, ``--remote HOST:PORT --credentials DIR`` speaks the same protocol over
+mutual TLS to a node's ``admin.listen`` (off by default), with the administrator certificate
+that ``roost cluster issue --admin NAME`` wrote to DIR (:mod:`roost.admin.remote`); the shell
+and ``bench`` are refused there.
+
 Exit codes, for scripts:
 
     0  the command succeeded (on every node asked)
@@ -51,6 +56,8 @@ _COMMON_OPTIONS = (
     "--config",
     "--socket",
     "--timeout",
+    "--remote",
+    "--credentials",
     "--node",
     "--all",
     "--node-timeout",
@@ -131,6 +138,20 @@ def add_connection_args(parser: argparse.ArgumentParser, *, suppress: bool = Fal
         help="how long to wait for the node (default: 60)",
     )
     parser.add_argument(
+        "--remote",
+        default=default(None),
+        metavar="HOST:PORT",
+        help="a node's admin.listen address, over mutual TLS (with --credentials)",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        default=default(None),
+        metavar="DIR",
+        help="for --remote: the directory of `roost cluster issue --admin NAME` "
+        "(ca.pem, admin.pem, admin-key.pem)",
+    )
+    parser.add_argument(
         "--node",
         action="append",
         default=default(None),
@@ -192,7 +213,7 @@ def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> 
 
 def _run(args: argparse.Namespace) -> int:
     from roost.admin import render
-    from roost.admin.client import ControlClient, NodeUnreachable, RemoteError, locate, result_of
+    from roost.admin.client import NodeUnreachable, RemoteError, result_of
     from roost.admin.commands import registry
 
     spec = registry()[args.ctl]
@@ -219,13 +240,14 @@ def _run(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
         if value is not None:
             raw[arg.name] = value
-    path = locate(args.data_dir, args.config, args.socket)
     try:
-        with ControlClient.connect(path, timeout=args.timeout) as client:
+        with _connect(args) as client:
             answer = client.wait(client.send(spec.name, raw, **fields))
             result = result_of(answer)
             if spec.name == "stop" and _stopped_here(answer):
                 client.wait_closed()  # the node closes the channel last, once it stopped
+    except _Usage as exc:
+        return _fail(args, "bad-arguments", str(exc), EXIT_USAGE)
     except NodeUnreachable as exc:
         return _fail(args, "unreachable", str(exc), EXIT_UNREACHABLE)
     except RemoteError as exc:
@@ -237,6 +259,37 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print((spec.render or render.generic)(result))
     return 0
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    """A control connection: the local socket, or ``--remote`` over TLS. Raises
+    NodeUnreachable (exit 3), or SystemExit for unusable options."""
+    from roost.admin.client import ControlClient, locate
+
+    if args.remote is None:
+        if args.credentials is not None:
+            raise _Usage("--credentials goes with --remote")
+        return ControlClient.connect(
+            locate(args.data_dir, args.config, args.socket), timeout=args.timeout
+        )
+    from roost.admin.remote import AdminFiles, connect
+    from roost.cluster.mesh_types import parse_address
+
+    if args.credentials is None:
+        raise _Usage("--remote needs --credentials DIR (from `roost cluster issue --admin NAME`)")
+    files = AdminFiles.in_directory(args.credentials)
+    missing = files.missing()
+    if missing:
+        raise _Usage(f"{missing[0]} is missing (made by `roost cluster issue --admin NAME`)")
+    try:
+        address = parse_address(args.remote)
+    except ValueError as exc:
+        raise _Usage(f"--remote: {exc}") from None
+    return connect(address, files, args.timeout)
+
+
+class _Usage(Exception):
+    """Options that cannot work together (exit 2)."""
 
 
 def _stopped_here(answer: dict[str, Any]) -> bool:
@@ -298,7 +351,17 @@ def bash_completion(top: list[str]) -> str:
         {a.option for spec in commands.values() for a in spec.args if a.flag and a.type is not bool}
     )
     takes_value = "|".join(
-        ["--data-dir", "--config", "--socket", "--timeout", "--node", "--node-timeout", *valued]
+        [
+            "--data-dir",
+            "--config",
+            "--socket",
+            "--timeout",
+            "--remote",
+            "--credentials",
+            "--node",
+            "--node-timeout",
+            *valued,
+        ]
     )
     cases = [f'        "") words="{" ".join(first_words)}" ;;']
     for group in groups:
@@ -328,7 +391,7 @@ _roost() {{
         return
     fi
     case "$prev" in
-        --data-dir|--config|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --data-dir|--config|--socket|--credentials) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         {takes_value}) COMPREPLY=(); return ;;
     esac
     common="{" ".join(_COMMON_OPTIONS)}"

@@ -34,7 +34,8 @@ def credentials(data_dir: Path, node: str) -> ClusterFiles:
     return ClusterFiles.in_data_dir(data_dir)
 
 
-def _listen_address(text: str) -> tuple[str, int]:
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on; port 0 picks a free one. Raises ValueError."""
     # Port 0 (pick a free one) is fine to listen on, though not to dial.
     if text.endswith(":0"):
         host, _ = parse_address(text[:-2] + ":1")
@@ -50,7 +51,7 @@ class ClusterNode:
         self.mesh = Mesh(
             config.cluster_node,
             credentials(config.data_dir, config.cluster_node),
-            listen=_listen_address(config.cluster_listen),
+            listen=listen_address(config.cluster_listen),
             seeds=list(config.cluster_join),
             heartbeat_interval=config.cluster_heartbeat_timeout / 5,
             heartbeat_timeout=config.cluster_heartbeat_timeout,

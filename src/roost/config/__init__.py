@@ -305,3 +305,10 @@ class ServerConfig:
         minimum=0.1,
         maximum=3600,
     )
+    admin_listen: str = option(
+        "",
+        key="admin.listen",
+        doc="HOST:PORT of a TLS listener for `roost ctl --remote`: mutual TLS with the cluster "
+        "CA, administrator certificates only (`roost cluster issue --admin NAME`); needs "
+        "cluster.node; empty: off",
+    )
