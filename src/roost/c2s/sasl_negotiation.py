@@ -6,6 +6,10 @@ configured otherwise), fetches stored credentials through the authenticator, ans
 ``<challenge/>``, ``<success/>`` or ``<failure/>``, and restarts the stream on success.
 They act on a :class:`roost.c2s.session.C2SSession` (as its friends: they use its private
 attributes) and live apart so that the session file stays about the stream itself.
+
+When the credentials cannot be read (the store failed, or its gate is open) the answer is
+``<temporary-auth-failure/>`` (RFC 6120 §6.5.11: "try again later"), which does not count as
+a failed attempt: the client did nothing wrong.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
 from roost.c2s.state import State
+from roost.storage.base import StorageError
 from roost.xmpp.errors import StreamError
 from roost.xmpp.jid import InvalidJID, nodeprep, parse_jid
 from roost.xmpp.sasl import (
@@ -34,6 +39,7 @@ log = logging.getLogger("roost.c2s.session")
 Pending = Awaitable[Any] | None
 
 MAX_AUTH_ATTEMPTS: Final = 3
+TRY_LATER: Final = "authentication is unavailable for now; try again later"
 
 
 def mechanisms(session: C2SSession) -> list[str]:
@@ -95,6 +101,9 @@ async def scram_first(session: C2SSession, exchange: ScramExchange, text: str) -
     except SASLFailure as exc:
         await _done(sasl_failure(session, exc.condition, exc.text))
         return
+    except StorageError:
+        await _done(sasl_failure(session, "temporary-auth-failure", TRY_LATER))
+        return
     session._send(
         f"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{b64encode(challenge)}"
         "</challenge>".encode()
@@ -108,7 +117,13 @@ async def plain(session: C2SSession, text: str) -> None:
         await _done(sasl_failure(session, exc.condition, exc.text))
         return
     username = account(session, plain.authcid)
-    ok = username is not None and await session._server.auth.verify_plain(username, plain.password)
+    try:
+        ok = username is not None and await session._server.auth.verify_plain(
+            username, plain.password
+        )
+    except StorageError:
+        await _done(sasl_failure(session, "temporary-auth-failure", TRY_LATER))
+        return
     if not ok or username is None:
         await _done(sasl_failure(session, "not-authorized", None))
         return
@@ -152,7 +167,7 @@ def sasl_failure(session: C2SSession, condition: str, text: str | None) -> Pendi
     if text:
         body += f"<text xml:lang='en'>{_escape(text)}</text>"
     session._send(f"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{body}</failure>".encode())
-    if condition != "aborted":
+    if condition not in ("aborted", "temporary-auth-failure"):
         session._auth_attempts += 1
         if session._auth_attempts >= MAX_AUTH_ATTEMPTS:
             session.stream_error(StreamError("policy-violation", "too many failed attempts"))

@@ -40,6 +40,8 @@ from roost.c2s import sasl_negotiation as sasl
 from roost.c2s import sm_session
 from roost.c2s.sm import StreamManagement
 from roost.c2s.state import State
+from roost.gate.storage import storage_stanza_error
+from roost.storage.base import StorageError
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.errors import StanzaError, StreamError
@@ -228,6 +230,8 @@ class C2SSession:
             if type(event) is Element:
                 if self.state is State.ESTABLISHED:
                     pending = self._on_stanza(event)
+                    if pending is not None and event.name in _STANZAS and event.xmlns == ns.CLIENT:
+                        pending = _storage_failure_answered(self, event, pending)
                     sm = self.sm
                     if sm is not None and event.name in _STANZAS and event.xmlns == ns.CLIENT:
                         # XEP-0198: a stanza counts as handled once its handling is done.
@@ -629,6 +633,23 @@ _NEGOTIATION: Final[dict[tuple[State, str, str], _NegotiationHandler]] = {
     (State.FEATURES, ns.SM, "resume"): sm_session.on_resume,
     (State.FEATURES, ns.SM, "enable"): sm_session.on_enable_too_early,
 }
+
+
+async def _storage_failure_answered(
+    session: C2SSession, stanza: Element, pending: Awaitable[Any]
+) -> None:
+    """Handle a stanza; if the store fails it (or its gate is open), answer with an error.
+
+    The sender learns at once that its stanza was not kept, with a ``wait``-type error it may
+    retry on (roost.gate.storage), and the stream goes on: a failing store must not end every
+    stream that touches it. The stanza then counts as handled (XEP-0198), as any stanza
+    answered with an error does; it was never acknowledged as kept.
+    """
+    try:
+        await pending
+    except StorageError as exc:
+        log.debug("%s: storage failed a stanza: %s", session, exc)
+        session._reply_error(stanza, storage_stanza_error(exc))
 
 
 def _generated_resource() -> str:

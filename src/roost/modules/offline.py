@@ -6,7 +6,10 @@ comes here through the ``router.offline`` hook. It is stamped with
 ``<delay xmlns='urn:xmpp:delay' from='domain' stamp='...'/>`` and appended to the user's queue.
 A message to an account that does not exist is bounced with ``<service-unavailable/>``
 (§8.5.1); a full queue bounces with ``<resource-constraint/>``, so a sender always learns
-that a message was not kept rather than losing it silently.
+that a message was not kept rather than losing it silently. So does a store that fails or
+whose gate is open (:mod:`roost.gate.storage`): the sender gets a ``wait``-type error at once,
+and the message counts as handled only because it was answered with that error (XEP-0198),
+never as if it had been kept.
 
 Delivering. When a session sends initial presence, its live deliveries are held while the
 stored messages are read and written to it, then the held ones follow: the user sees stored
@@ -24,6 +27,8 @@ from typing import Any
 from roost.c2s.session import C2SSession
 from roost.core.hooks import Stop
 from roost.core.module import Module, register_module
+from roost.gate.storage import storage_stanza_error
+from roost.storage.base import StorageError
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.jid import JID
@@ -67,6 +72,13 @@ class OfflineModule(Module):
         return Stop(self._store_message(stanza, to))
 
     async def _store_message(self, stanza: Element, to: JID) -> None:
+        try:
+            await self._try_store(stanza, to)
+        except StorageError as exc:
+            self.log.debug("message to %s not stored: %s", to.bare_str, exc)
+            await _awaited(self.server.router.bounce(stanza, storage_stanza_error(exc)))
+
+    async def _try_store(self, stanza: Element, to: JID) -> None:
         storage = self.server.storage
         user = to.bare_str
         router = self.server.router

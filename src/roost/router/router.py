@@ -34,6 +34,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from roost.core.iq import IQRequest, Scope
+from roost.gate.storage import storage_stanza_error
+from roost.storage.base import StorageError
 from roost.xmpp import errors
 from roost.xmpp.element import Element
 from roost.xmpp.errors import StanzaError
@@ -214,6 +216,10 @@ class Router:
             reply = await call
         except StanzaError as exc:
             reply = exc.reply_to(stanza)
+        except StorageError as exc:
+            # The store failed or is gated: a wait-type error, so that the client retries later.
+            log.debug("IQ handler could not use storage for %s: %s", stanza, exc)
+            reply = storage_stanza_error(exc).reply_to(stanza)
         except Exception:
             log.exception("IQ handler failed for %s", stanza)
             reply = errors.internal_server_error().reply_to(stanza)
