@@ -101,3 +101,19 @@ async def test_sighup_with_an_invalid_file_keeps_the_node_running(tmp_path: Path
     finally:
         os.kill(process.pid, signal.SIGTERM)
         await asyncio.wait_for(process.wait(), TIMEOUT)
+
+
+async def test_config_set_through_one_node_process_applies_on_every_node(tmp_path: Path) -> None:
+    from roost.testing.processes import process_cluster
+
+    async with process_cluster(tmp_path, nodes=2) as nodes:
+        first = ("--socket", str(tmp_path / "ctl-node1.sock"))
+        code, out, err = await roost("ctl", *first, "config", "set", "mam.max_page", "42", "--json")
+        assert code == 0, err
+        assert '"node2": {\n    "ok": true' in out
+        for node in nodes:
+            assert await node.eval("server.config.mam_max_page") == 42
+        second = ("--socket", str(tmp_path / "ctl-node2.sock"))
+        code, out, err = await roost("ctl", *second, "--all", "config", "status")
+        assert code == 0, err
+        assert "the nodes are configured alike" in out

@@ -25,7 +25,8 @@ node. Only commands declared ``fanout=True`` may run elsewhere: those whose mean
 cluster-wide by default on a clustered node (``config set``: an override applies everywhere;
 ``kick``: wherever the user's sessions are). ``found_anywhere=True`` says that across nodes a
 ``not-found`` on some of them is no failure when another node found what it looked for (the
-sessions ``kick`` ends are on one node or a few).
+sessions ``kick`` ends are on one node or a few). ``evaluates=True`` marks a command that runs
+code given to it (``bench``): like the shell, never served over the network.
 """
 
 from __future__ import annotations

@@ -380,7 +380,9 @@ def write_overrides(data_dir: Path, overrides: Mapping[str, Any]) -> Path:
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # A name of this process's own: nodes sharing a data directory (roost up --nodes N) all
+    # write the file when a cluster-wide `config set` reaches them at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(
         "# Runtime overrides set with `roost ctl config set`; they win over every other layer.\n"
         + tomli_w.dumps(nested)
