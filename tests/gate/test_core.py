@@ -244,7 +244,7 @@ def test_forced_open_refuses_until_its_ttl_runs_out() -> None:
     changes = script.core.take_changes()
     assert [(c.event, c.override is None) for c in changes] == [
         ("override", False),
-        ("override", True),
+        ("expired", True),
     ]
 
 
@@ -287,6 +287,8 @@ def test_a_peer_trip_opens_the_partition_for_the_time_the_peer_said() -> None:
     assert refused.retry_after == pytest.approx(3.0)
     [change] = script.core.take_changes()
     assert (change.event, change.node) == ("trip", "node1")
+    script.core.remote("db", State.OPEN, script.clock(), node="node3", open_for=1.0)
+    assert script.core.take_changes() == []  # open here for longer already: nothing new
     script.core.remote("db", State.CLOSED, script.clock(), node="node1")
     assert script.state() is State.CLOSED
     script.core.remote("db", State.CLOSED, script.clock(), node="node1")  # nothing to do

@@ -37,6 +37,7 @@ from roost.core.hooks import Hooks
 from roost.core.iq import IQTable
 from roost.core.module import Module, module_class
 from roost.gate import Gates, policy_of
+from roost.gate.cluster import GateSync
 from roost.gate.storage import STORAGE_GATE, GatedStorage
 from roost.router.registry import SessionRegistry
 from roost.router.router import Router
@@ -80,9 +81,11 @@ class Server:
         self.cluster_local_only = False
         self.cluster: ClusterNode | None = None
         self.sessions: SessionRegistry | ClusterRegistry
+        self.gate_sync: GateSync | None = None
         if config.cluster_node:
             self.cluster = ClusterNode(self)
             self.sessions = self.cluster.registry
+            self.gate_sync = GateSync(self.cluster.mesh, self.gates)  # trips shared cluster-wide
         else:
             self.sessions = SessionRegistry()
         self.resumption = ResumptionTable()

@@ -98,7 +98,7 @@ class Change:
 
     gate: str
     partition: str
-    event: str  # an Event's value, or "override"
+    event: str  # an Event's value, "override" (set or removed) or "expired" (its TTL ran out)
     state: State  # the machine state after it
     trip: Trip | None = None  # why it opened, for trips
     override: Override | None = None  # for "override": the new one (None: back to auto)
@@ -428,14 +428,14 @@ class GateCore:
             self.override = gate = None
             for each in self._partitions.values():
                 each.generation += 1
-            self.changes.append(Change(self.name, "", "override", State.CLOSED, node=""))
+            self.changes.append(Change(self.name, "", "expired", State.CLOSED))
         if partition is None:
             return gate
         own = partition.override
         if own is not None and own.until is not None and now >= own.until:
             partition.override = own = None
             partition.generation += 1
-            self.changes.append(Change(self.name, partition.name, "override", partition.state))
+            self.changes.append(Change(self.name, partition.name, "expired", partition.state))
         return own or gate
 
     def force(
@@ -493,6 +493,10 @@ class GateCore:
         """A peer node reports that partition ``name`` went ``state`` (open or closed)."""
         partition = self.partition(name, now)
         if state is State.OPEN:
+            if partition.state is State.OPEN and now + open_for <= partition.open_until:
+                return  # open here at least as long already
+            if partition.state is State.HALF_OPEN and open_for <= 0:
+                return  # the peer is as far as we are: nothing new
             why = trip or Trip("peer", f"tripped on {node}", node=node)
             if partition.state is State.CLOSED:
                 limit = self.policy.open_limit(len(self._partitions))

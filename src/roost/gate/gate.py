@@ -222,7 +222,9 @@ def _log_change(change: Change) -> None:
     subject = (
         f"gate {change.gate}[{change.partition}]" if change.partition else f"gate {change.gate}"
     )
-    if change.event == "override":
+    if change.event == "expired":
+        log.warning("%s back to automatic: the override's TTL ran out", subject)
+    elif change.event == "override":
         override = change.override
         if override is None:
             log.warning("%s back to automatic%s", subject, where)
