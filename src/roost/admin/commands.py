@@ -46,6 +46,7 @@ COMMAND_MODULES: Final = (
     "roost.admin.config_commands",
     "roost.admin.cluster_commands",
     "roost.admin.bench_commands",
+    "roost.admin.gate_commands",
 )
 
 #: What the groups of commands (the first word of ``user add``) are about, for help.

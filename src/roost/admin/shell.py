@@ -26,7 +26,7 @@ The namespace starts with these helpers (:data:`HELPERS`)::
     stats()       what `roost ctl status` reports
     ctl           every admin command as a coroutine function: await ctl.kick("a@b/c")
     groups()      not available yet (process groups come with the cluster)
-    gates()       not available yet
+    gates()       the circuit breakers, as `roost ctl gates` lists them (server.gates: the Gates)
 """
 
 from __future__ import annotations
@@ -318,6 +318,10 @@ def namespace(server: Server) -> dict[str, Any]:
             raise LookupError(f"{jid} has {len(routes)} sessions ({names}); give a full JID")
         return routes[0]
 
+    def gates() -> list[dict[str, Any]]:
+        """Every gate and partition: state, rates, calls, last trip (see roost.gate)."""
+        return server.gates.statistics()
+
     def config() -> Any:
         """The running configuration."""
         return server.config
@@ -358,5 +362,5 @@ def namespace(server: Server) -> dict[str, Any]:
         "stats": stats,
         "ctl": ctl,
         "groups": not_yet("groups"),
-        "gates": not_yet("gates"),
+        "gates": gates,
     }

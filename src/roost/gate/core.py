@@ -86,7 +86,7 @@ class Override:
     mode: str
     until: float | None  # deadline on the gate's clock; None: until set back to auto
     by: str = "operator"
-    node: str = ""  # the node where it was set ("" when here)
+    node: str = ""  # the node where it was set
 
     def left(self, now: float) -> float | None:
         return None if self.until is None else max(0.0, self.until - now)
@@ -453,7 +453,9 @@ class GateCore:
         if mode not in ("open", "closed", "auto"):
             raise ValueError(f"mode must be open, closed or auto, not {mode!r}")
         override = (
-            None if mode == "auto" else Override(mode, None if ttl is None else now + ttl, by, node)
+            None
+            if mode == "auto"
+            else Override(mode, None if ttl is None else now + ttl, by, node or self.node)
         )
         if name is None:
             self.override = override
