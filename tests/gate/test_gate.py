@@ -100,6 +100,35 @@ async def test_a_call_past_the_timeout_is_abandoned_and_counts_as_a_failure() ->
     assert row["last_error"] == "TimeoutError"
 
 
+async def test_a_hung_call_times_out_after_an_earlier_call_ended_in_time() -> None:
+    gate = Gate("storage", Policy(call_timeout=0.02, consecutive_failures=0))
+    async with gate.call("db"):  # the watchdog is set for this call's deadline
+        await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        async with gate.call("db"):
+            await asyncio.Event().wait()
+    [row] = gate.statistics()
+    assert (row["calls"], row["failures"], row["in_flight"]) == (2, 1, 0)
+
+
+async def test_a_timed_call_cancelled_from_outside_is_cancelled_not_timed_out() -> None:
+    gate = Gate("storage", Policy(call_timeout=60.0))
+    entered = asyncio.Event()
+
+    async def stuck() -> None:
+        async with gate.call("db"):
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.get_running_loop().create_task(stuck())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [row] = gate.statistics()
+    assert (row["calls"], row["failures"], row["in_flight"]) == (0, 0, 0)
+
+
 async def test_a_call_within_the_timeout_is_not_disturbed() -> None:
     gate = Gate("storage", Policy(call_timeout=60.0))
     async with gate.call("db"):

@@ -46,7 +46,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from roost.gate.errors import GateFull, GateOpen
 from roost.gate.machine import Event, State, Window, transition
@@ -248,6 +248,19 @@ class GateCore:
         """The call admitted in ``generation`` ended after ``duration`` seconds."""
         partition.in_flight -= 1
         current = generation == partition.generation
+        if (
+            outcome is _SUCCESS
+            and current
+            and partition.state is _CLOSED
+            and not (duration >= self.policy.slow_call_threshold > 0.0)
+            and partition.override is None
+            and self.override is None
+        ):
+            # The common case, kept short: a closed partition's call went well.
+            partition.calls += 1
+            partition.consecutive = 0
+            partition.window.record_success(now)
+            return
         if outcome is Outcome.CANCELLED:
             if current and partition.state is State.HALF_OPEN and partition.trials > 0:
                 partition.trials -= 1  # the trial slot is free again
@@ -562,6 +575,10 @@ class GateCore:
     def __repr__(self) -> str:
         override = f" forced {self.override.mode}" if self.override else ""
         return f"<GateCore {self.name!r}{override} partitions={len(self)} open={self._open}>"
+
+
+_SUCCESS: Final = Outcome.SUCCESS
+_CLOSED: Final = State.CLOSED
 
 
 def _numbers(

@@ -74,6 +74,7 @@ class Window:
         "_b_failures",
         "_b_slow",
         "_head",
+        "_next",
         "_width",
         "calls",
         "failures",
@@ -83,6 +84,7 @@ class Window:
     def __init__(self, span: float, now: float) -> None:
         self._width = span / BUCKETS
         self._head = int(now // self._width)  # absolute index of the newest bucket
+        self._next = (self._head + 1) * self._width  # when the next bucket begins
         self._b_calls = [0] * BUCKETS
         self._b_failures = [0] * BUCKETS
         self._b_slow = [0] * BUCKETS
@@ -111,6 +113,7 @@ class Window:
                 self.slow -= slow[slot]
                 calls[slot] = failures[slot] = slow[slot] = 0
         self._head = index
+        self._next = (index + 1) * self._width
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
         self.advance(now)
@@ -123,6 +126,13 @@ class Window:
         if slow:
             self._b_slow[slot] += 1
             self.slow += 1
+
+    def record_success(self, now: float) -> None:
+        """``record(now, False, False)``, the common case, shorter."""
+        if now >= self._next:
+            self.advance(now)
+        self._b_calls[self._head % BUCKETS] += 1
+        self.calls += 1
 
     def clear(self) -> None:
         for counts in (self._b_calls, self._b_failures, self._b_slow):
