@@ -217,7 +217,9 @@ class GateCore:
                     self.name, partition.name, partition.open_until - now, self._why(partition)
                 )
             self._fire(partition, Event.COOL_DOWN, now)
-        start = partition.since + self.probe_rank * policy.open_for
+        # Counted from the end of the open period, which peers share (not from when this node
+        # happened to notice it), so that the nodes' turns do not drift with their traffic.
+        start = partition.open_until + self.probe_rank * policy.open_for
         if now < start:
             partition.rejected += 1
             raise GateOpen(
