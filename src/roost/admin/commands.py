@@ -53,6 +53,7 @@ COMMAND_MODULES: Final = (
 GROUPS: Final = {
     "user": "manage accounts on the live node",
     "config": "the running configuration: get, set, reload",
+    "gate": "override a gate (circuit breaker) cluster-wide, or hand it back to its policies",
 }
 
 
