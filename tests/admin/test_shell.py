@@ -79,8 +79,9 @@ async def test_helpers_reach_the_running_server(roost_server: RunningServer) -> 
     assert await roost_server.eval("stats()['sessions']") == 1
     assert (await roost_server.eval("await ctl.sessions()"))[0]["jid"] == "alice@localhost/phone"
     assert await roost_server.eval("(await ctl.user_list())") == ["alice@localhost"]
-    with pytest.raises(NotImplementedError, match="not available yet"):
-        await roost_server.eval("groups()")
+    assert await roost_server.eval("groups()") == {}  # one node: no process groups
+    with pytest.raises(LookupError, match="no scope 'sessions'"):
+        await roost_server.eval("groups('sessions')")
     assert (await roost_server.eval("gates()"))[0]["gate"] == "storage"
     await client.close()
 

@@ -198,3 +198,15 @@ async def test_carbons_reach_devices_on_other_nodes(tmp_path: Path) -> None:
         assert (await phone.expect("message")).find_text("body") == "to phone"
         copy = await laptop.expect("message")
         assert copy.find("received", "urn:xmpp:carbons:2") is not None
+
+
+async def test_the_shell_sees_the_session_registry_of_every_node(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, nodes=2) as cluster:
+        await cluster[0].create_user("alice")
+        alice = await _online(cluster[1], "alice", "phone")
+        await cluster.until(lambda: _sees(cluster, "alice@localhost/phone"))
+        for node in cluster.nodes:
+            assert "sessions" in await node.eval("list(groups())")
+            members = await node.eval("groups('sessions')['alice@localhost']")
+            assert [member[:2] for member in members] == [("node2", "phone")]
+        await alice.close()

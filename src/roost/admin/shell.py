@@ -25,7 +25,7 @@ The namespace starts with these helpers (:data:`HELPERS`)::
     config()      the running ServerConfig
     stats()       what `roost ctl status` reports
     ctl           every admin command as a coroutine function: await ctl.kick("a@b/c")
-    groups()      not available yet (process groups come with the cluster)
+    groups()      the process-group scopes (pg); groups("sessions"): each group's members
     gates()       the circuit breakers, as `roost ctl gates` lists them (server.gates: the Gates)
 """
 
@@ -330,14 +330,18 @@ def namespace(server: Server) -> dict[str, Any]:
         """What `roost ctl status` reports."""
         return status_of(server)
 
-    def not_yet(name: str) -> Callable[[], Any]:
-        def unavailable() -> Any:
-            raise NotImplementedError(
-                f"{name}() is not available yet: {name} come with a later version of roost"
-            )
+    def groups(scope: str | None = None) -> dict[str, Any]:
+        """The node's process-group scopes by name (the live pg Scope objects); with a scope's
+        name, that scope's groups and their members as this node sees them."""
+        from roost.cluster.pg_driver import drivers
 
-        unavailable.__name__ = name
-        return unavailable
+        running = drivers(server.cluster.mesh) if server.cluster is not None else {}
+        if scope is None:
+            return {name: driver.scope for name, driver in running.items()}
+        if scope not in running:
+            raise LookupError(f"no scope {scope!r} here (scopes: {', '.join(running) or 'none'})")
+        pg = running[scope].scope
+        return {group: pg.members(group) for group in pg.which_groups()}
 
     def function(command: Command) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def run(*args: Any, **kwargs: Any) -> Any:
@@ -361,6 +365,6 @@ def namespace(server: Server) -> dict[str, Any]:
         "config": config,
         "stats": stats,
         "ctl": ctl,
-        "groups": not_yet("groups"),
+        "groups": groups,
         "gates": gates,
     }
