@@ -24,6 +24,8 @@ async def start(data_dir: Path) -> asyncio.subprocess.Process:
         "0",
         "--c2s-tls-port",
         "0",
+        "--websocket-port",
+        "-1",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -212,7 +212,9 @@ async def test_a_server_made_from_a_plain_config_reloads_from_its_data_dir(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "roost"
-    config = ServerConfig(data_dir=data_dir, c2s_port=0, c2s_tls_port=-1, offline_limit=9)
+    config = ServerConfig(
+        data_dir=data_dir, c2s_port=0, c2s_tls_port=-1, websocket_port=-1, offline_limit=9
+    )
     server = Server(config)
     await server.start()
     try:

@@ -14,6 +14,7 @@ from roost.xmpp import ns
 
 READY = re.compile(
     rb"roost ready: localhost on c2s 127\.0\.0\.1:(\d+) \(STARTTLS\), c2s_tls 127\.0\.0\.1:(\d+)"
+    rb" \(direct TLS\), websocket wss://127\.0\.0\.1:\d+/xmpp-websocket"
 )
 
 
@@ -28,6 +29,8 @@ async def _start(data_dir: Path) -> tuple[asyncio.subprocess.Process, int, int]:
         "--c2s-port",
         "0",
         "--c2s-tls-port",
+        "0",
+        "--websocket-port",
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -80,6 +83,8 @@ async def test_up_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> 
             "--c2s-port",
             str(port),
             "--c2s-tls-port",
+            "-1",
+            "--websocket-port",
             "-1",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -104,7 +104,7 @@ async def test_roost_up_nodes_shares_the_client_port_and_restarts_a_dead_node(
 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "roost", "up", "--nodes", "2", "--data-dir", str(tmp_path),
-        "--c2s-port", "0", "--c2s-tls-port", "-1",
+        "--c2s-port", "0", "--c2s-tls-port", "-1", "--websocket-port", "-1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     node1 = NodeProcess("node1", tmp_path, 0, [], {})

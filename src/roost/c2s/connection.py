@@ -146,6 +146,10 @@ class C2SConnection(asyncio.Protocol):
             data = self._decrypt(data)
             if not data:
                 return
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        """Plaintext from the client; a WebSocket connection unframes it first."""
         handler = self._handler
         if handler is not None:
             handler.data_received(data)
@@ -189,6 +193,10 @@ class C2SConnection(asyncio.Protocol):
         if transport.get_write_buffer_size() > self._max_output:
             log.info("%s: client is not reading; disconnecting", self.peer)
             transport.abort()
+
+    def keepalive(self) -> None:
+        """Show the peer that the connection is alive: a whitespace keepalive (RFC 6120 §4.6.1)."""
+        self.write(b" ")
 
     def close(self) -> None:
         """Flush what is queued, then close the connection."""

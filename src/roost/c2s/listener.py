@@ -8,17 +8,24 @@ which is how a dead peer is eventually noticed; and streams idle for ``hibernate
 release their parser's buffers (see :mod:`roost.xmpp.parser`). A sweep over ten thousand
 connections costs a few milliseconds, far less than a timer per connection re-armed on every
 read.
+
+The same listener serves XMPP over WebSocket (RFC 7395, :mod:`roost.c2s.websocket`) when
+started with ``websocket=True``: only the connection class and the session's framing differ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from roost.c2s.connection import C2SConnection
+from roost.c2s.framing import TCP, WEBSOCKET
 from roost.c2s.session import C2SSession
 from roost.c2s.state import State
+from roost.c2s.websocket import WebSocketConnection
 from roost.core.memory import release_free_memory
 from roost.xmpp.errors import StreamError
 
@@ -32,10 +39,12 @@ TRIM_AFTER = 256  # hibernations in one sweep that make returning memory to the 
 
 
 class C2SListener:
-    def __init__(self, server: Server, direct_tls: bool) -> None:
+    def __init__(self, server: Server, direct_tls: bool, websocket: bool = False) -> None:
         self._server = server
         self.direct_tls = direct_tls
-        self.kind = "c2s_tls" if direct_tls else "c2s"
+        self.websocket = websocket
+        self._framing = WEBSOCKET if websocket else TCP
+        self.kind = "websocket" if websocket else "c2s_tls" if direct_tls else "c2s"
         self.port = 0
         # The session of a connection is its handler, which stream resumption may change.
         self._connections: set[C2SConnection] = set()
@@ -43,12 +52,14 @@ class C2SListener:
         self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
-    async def start(cls, server: Server, host: str, port: int, *, direct_tls: bool) -> C2SListener:
-        self = cls(server, direct_tls)
+    async def start(
+        cls, server: Server, host: str, port: int, *, direct_tls: bool, websocket: bool = False
+    ) -> C2SListener:
+        self = cls(server, direct_tls, websocket)
         loop = asyncio.get_running_loop()
         tls = server.tls_context if direct_tls else None
         self._aserver = await loop.create_server(
-            lambda: C2SConnection(self._new_session, tls_context=tls),
+            self._connection_factory(tls),
             host,
             port,
             reuse_address=True,
@@ -59,8 +70,27 @@ class C2SListener:
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._tick)
         return self
 
+    def _connection_factory(self, tls: ssl.SSLContext | None) -> Callable[[], C2SConnection]:
+        if not self.websocket:
+            return lambda: C2SConnection(self._new_session, tls_context=tls)
+        server = self._server
+
+        def websocket() -> C2SConnection:
+            config = server.config  # read per connection: a reload applies to new ones
+            # A message may be up to twice the stanza limit, so that a stanza just over it is
+            # read and answered with <policy-violation/>; beyond that the WebSocket layer
+            # refuses the message unread (close code 1009).
+            return WebSocketConnection(
+                self._new_session,
+                tls_context=tls,
+                max_message=2 * config.max_stanza_size,
+                origins=config.websocket_origins,
+            )
+
+        return websocket
+
     def _new_session(self, connection: C2SConnection) -> C2SSession:
-        session = C2SSession(self._server, connection)
+        session = C2SSession(self._server, connection, self._framing)
         self._connections.add(connection)
         connection.on_close = self._connections.discard
         return session
@@ -101,7 +131,7 @@ class C2SListener:
                 session.stream_error(StreamError("connection-timeout", "idle too long"))
                 continue
             if connection.last_sent < keepalive_deadline:
-                connection.write(b" ")
+                connection.keepalive()
             session.sweep_sm()
             if received < hibernate_deadline and not session.hibernating and session.hibernate():
                 hibernated += 1

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from roost.c2s import sasl_negotiation as sasl
 from roost.c2s import sm_session
+from roost.c2s.framing import TCP, Framing
 from roost.c2s.sm import StreamManagement
 from roost.c2s.state import State
 from roost.gate.storage import storage_stanza_error
@@ -72,6 +73,7 @@ class C2SSession:
         "_conn",
         "_detached",
         "_finished",
+        "_framing",
         "_header_sent",
         "_held",
         "_parser",
@@ -92,10 +94,11 @@ class C2SSession:
         "username",
     )
 
-    def __init__(self, server: Server, connection: C2SConnection) -> None:
+    def __init__(self, server: Server, connection: C2SConnection, framing: Framing = TCP) -> None:
         self._server = server
         self._conn = connection
-        self._parser = XMLStreamParser(max_stanza=server.config.max_stanza_size)
+        self._framing = framing  # TCP or WebSocket (RFC 7395): see roost.c2s.framing
+        self._parser: XMLStreamParser = framing.parser(server.config.max_stanza_size)
         self._queue: deque[StreamOpen | Element | StreamClose] | None = None
         self._busy = False
         self._finished = False
@@ -257,10 +260,7 @@ class C2SSession:
             raise StreamError("not-well-formed", "a second stream header")
         self.id = secrets.token_hex(8)  # a new id for every stream, restarts included
         self._send_header(event.attrs.get("from"))
-        if event.name != "stream":
-            raise StreamError("invalid-namespace", "the root must be <stream:stream/>")
-        if self._parser.default_namespace != ns.CLIENT:
-            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        self._framing.check_open(event, self._parser)
         to = event.attrs.get("to", "")
         try:
             host = parse_jid(to).domain if to else ""
@@ -277,11 +277,7 @@ class C2SSession:
             raise StreamError("unsupported-version", "XMPP 1.0 streams only")
         self.state = State.FEATURES
         features = self._features()
-        self._send(
-            b"<stream:features>"
-            + b"".join(child.to_bytes(ns.STREAM) for child in features.elements())
-            + b"</stream:features>"
-        )
+        self._send(self._framing.features(features))
 
     def _send_header(self, client_from: str | None) -> None:
         if self._header_sent:
@@ -293,20 +289,16 @@ class C2SSession:
         to = ""
         if client_from:
             try:
-                to = f" to='{parse_jid(client_from)}'"
+                to = str(parse_jid(client_from))
             except InvalidJID:
                 pass
-        self._send(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-            f"xmlns:stream='http://etherx.jabber.org/streams' id='{self.id}' "
-            f"from='{domain}'{to} version='1.0' xml:lang='en'>".encode()
-        )
+        self._send(self._framing.header(self.id, domain, to))
 
     def _features(self) -> Element:
         features = Element("features", ns.STREAM)
         config = self._server.config
         if not self.authenticated:
-            if not self._conn.secure:
+            if not self._conn.secure and self._framing.starttls:
                 starttls = features.add("starttls", ns.TLS)
                 if config.require_tls:
                     starttls.add("required")
@@ -345,6 +337,9 @@ class C2SSession:
     def _on_starttls(self, element: Element) -> None:
         if self._conn.secure or self.authenticated:
             raise StreamError("policy-violation", "TLS is already negotiated")
+        if not self._framing.starttls:
+            # RFC 7395 §3.9: TLS is the WebSocket's (wss), never negotiated inside it.
+            raise StreamError("policy-violation", "no STARTTLS over WebSocket; use wss")
         context = self._server.tls_context
         if context is None:
             self._send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>")
@@ -505,7 +500,7 @@ class C2SSession:
     def _write_stanza(self, stanza: Element) -> None:
         sm = self.sm
         if sm is None:
-            self._conn.write(stanza.to_bytes())
+            self._conn.write(stanza.to_bytes(self._framing.stanza_parent))
             return
         server = self._server
         token = server.delivery_token
@@ -523,7 +518,7 @@ class C2SSession:
         if self._detached:
             return
         conn = self._conn
-        conn.write(stanza.to_bytes())
+        conn.write(stanza.to_bytes(self._framing.stanza_parent))
         if sm.should_request():
             conn.write(sm_session.R)
 
@@ -547,7 +542,7 @@ class C2SSession:
         log.log(logging.DEBUG if quiet else logging.INFO, "%s: stream error %s", self, error)
         if not self._header_sent:
             self._send_header(None)
-        self._send(error.to_bytes())
+        self._send(self._framing.error(error))
         self.close()
 
     def close(self) -> None:
@@ -555,7 +550,7 @@ class C2SSession:
         if self.state is State.CLOSED:
             return
         if self._header_sent and not self._conn.closing:
-            self._send(b"</stream:stream>")
+            self._send(self._framing.close)
         self._conn.close()
         if not self._busy:
             self._finish()

@@ -88,6 +88,7 @@ def adopt(session: C2SSession, husk: C2SSession) -> None:
     session._conn = conn
     conn.set_handler(session)
     session._parser = husk._parser
+    session._framing = husk._framing  # the new connection's (TCP or WebSocket)
     session._header_sent = True
     session._detached = False
     session._server.resumption.attached(sm.id)
@@ -96,7 +97,7 @@ def adopt(session: C2SSession, husk: C2SSession) -> None:
     husk._finished = True
     conn.write(sm_bytes("resumed", h=str(sm.handled), previd=sm.id))
     for stanza in sm.queue:
-        conn.write(stanza.to_bytes())
+        conn.write(stanza.to_bytes(husk._framing.stanza_parent))
     if sm.queue:
         conn.write(R)
     log.debug("%s: resumed with %d stanzas to resend", session, len(sm.queue))

@@ -40,6 +40,11 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         {"type": int, "metavar": "PORT", "help": "direct TLS port (5223; -1 disables)"},
     ),
     (
+        "--websocket-port",
+        "websocket.port",
+        {"type": int, "metavar": "PORT", "help": "XMPP over WebSocket port (5280; -1 disables)"},
+    ),
+    (
         "--log-level",
         "server.log_level",
         {"choices": ["debug", "info", "warning", "error"], "help": "logging verbosity (info)"},
@@ -195,6 +200,8 @@ async def serve(
     parts = [f"c2s {config.host}:{ports['c2s']} (STARTTLS)"]
     if "c2s_tls" in ports:
         parts.append(f"c2s_tls {config.host}:{ports['c2s_tls']} (direct TLS)")
+    if "websocket" in ports:
+        parts.append(websocket_part(config, ports["websocket"]))
     node = ""
     if server.cluster is not None:
         host, port = server.cluster.address
@@ -248,7 +255,7 @@ def supervise(args: argparse.Namespace, config: Any) -> int:
         argv += ["--config", str(args.config)]
     for flag, _key, _ in FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None and flag not in ("--c2s-port", "--c2s-tls-port"):
+        if value is not None and flag not in ("--c2s-port", "--c2s-tls-port", "--websocket-port"):
             argv += [flag, str(value)]
     for flag in ("registration", "allow_plaintext"):
         if getattr(args, flag, None):
@@ -268,6 +275,8 @@ def supervise(args: argparse.Namespace, config: Any) -> int:
         host=config.host,
         c2s_port=config.c2s_port,
         c2s_tls_port=config.c2s_tls_port,
+        websocket_port=config.websocket_port,
+        websocket_part=lambda port: websocket_part(config, port),
         cluster_host=host,
         cluster_port=cluster_port,
     )
@@ -279,6 +288,13 @@ def supervise(args: argparse.Namespace, config: Any) -> int:
 
     run_loop(main())
     return code
+
+
+def websocket_part(config: Any, port: int) -> str:
+    """How the ready line names the WebSocket listener: its URL, for a browser client."""
+    scheme = "wss" if config.websocket_tls else "ws"
+    host = config.websocket_host or config.host
+    return f"websocket {scheme}://{host}:{port}/xmpp-websocket"
 
 
 async def _reload(server: Any) -> None:

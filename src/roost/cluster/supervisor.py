@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -77,6 +78,8 @@ class Supervisor:
         c2s_tls_port: int,
         cluster_host: str = "127.0.0.1",
         cluster_port: int = 0,
+        websocket_port: int = -1,
+        websocket_part: Callable[[int], str] | None = None,
     ) -> None:
         self.argv = argv
         self.names = [f"node{i + 1}" for i in range(nodes)]
@@ -84,6 +87,11 @@ class Supervisor:
         self.host = host
         self.c2s_port = c2s_port or free_port(host)
         self.c2s_tls_port = c2s_tls_port if c2s_tls_port < 0 else c2s_tls_port or free_port(host)
+        # Shared by the nodes like the client ports (fixed here when a free one is asked for).
+        self.websocket_port = (
+            websocket_port if websocket_port < 0 else websocket_port or free_port(host)
+        )
+        self._websocket_part = websocket_part
         base = cluster_port
         self.cluster_ports = [base + i if base else free_port(cluster_host) for i in range(nodes)]
         self.cluster_host = cluster_host
@@ -106,6 +114,7 @@ class Supervisor:
                 "ROOST_C2S__REUSE_PORT": "true",
                 "ROOST_C2S__PORT": str(self.c2s_port),
                 "ROOST_C2S__TLS_PORT": str(self.c2s_tls_port),
+                "ROOST_WEBSOCKET__PORT": str(self.websocket_port),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -128,6 +137,8 @@ class Supervisor:
                 if (self.c2s_tls_port >= 0)
                 else ""
             )
+            if self.websocket_port >= 0 and self._websocket_part is not None:
+                tls += ", " + self._websocket_part(self.websocket_port)
             print(
                 f"{READY}: {len(self.children)} nodes on c2s {self.host}:{self.c2s_port} "
                 f"(STARTTLS){tls}; data in {self.data_dir}; nodes "

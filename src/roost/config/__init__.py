@@ -45,6 +45,14 @@ class ServerConfig:
         runtime=True,
         choices=("debug", "info", "warning", "error"),
     )
+    storage_url: str | None = option(
+        None,
+        key="storage.url",
+        doc="PostgreSQL database shared by the nodes (`postgresql://user@host:5432/roost`; "
+        "a password may come from PGPASSWORD or ~/.pgpass); none: SQLite in server.data_dir. "
+        "`roost storage migrate --to URL` copies an SQLite store into it",
+        secret=True,
+    )
     host: str = option("127.0.0.1", key="c2s.host", doc="address the client listeners bind")
     c2s_port: int = option(
         5222,
@@ -65,6 +73,30 @@ class ServerConfig:
         key="c2s.reuse_port",
         doc="share the client ports with other processes (SO_REUSEPORT), as the nodes "
         "of `roost up --nodes N` do",
+    )
+    websocket_port: int = option(
+        5280,
+        key="websocket.port",
+        doc="XMPP over WebSocket (RFC 7395) for browser clients, at /xmpp-websocket; "
+        "0 picks a free port, -1 disables",
+        minimum=-1,
+        maximum=65535,
+    )
+    websocket_tls: bool = option(
+        True,
+        key="websocket.tls",
+        doc="serve wss:// with the server's certificate; false (ws://) only behind a proxy "
+        "that terminates TLS, and then c2s.require_tls applies as on an unencrypted stream",
+    )
+    websocket_host: str = option(
+        "", key="websocket.host", doc="address the WebSocket listener binds; empty: c2s.host"
+    )
+    websocket_origins: list[str] = option(
+        [],
+        key="websocket.origins",
+        doc='web origins allowed to connect ("https://chat.example.com"); empty: any. '
+        "Clients that send no Origin (not browsers) are always allowed",
+        runtime=True,
     )
     require_tls: bool = option(
         True, key="c2s.require_tls", doc="clients must use TLS before authenticating", runtime=True

@@ -68,7 +68,9 @@ class Server:
         self.version = __version__
         # Every call to a dependency passes its gate (roost.gate); the store's is "storage".
         self.gates = Gates(policy_of(config), node=config.cluster_node or "")
-        backend = storage if storage is not None else open_storage(config.data_dir)
+        if storage is None:
+            storage = open_storage(config.data_dir, url=config.storage_url)
+        backend = storage
         if not isinstance(backend, GatedStorage):
             backend = GatedStorage(backend, self.gates.gate(STORAGE_GATE))
         self.storage: Storage = backend
@@ -156,6 +158,16 @@ class Server:
                 self.listeners.append(
                     await C2SListener.start(self, config.host, config.c2s_tls_port, direct_tls=True)
                 )
+            if config.websocket_port >= 0:
+                self.listeners.append(
+                    await C2SListener.start(
+                        self,
+                        config.websocket_host or config.host,
+                        config.websocket_port,
+                        direct_tls=config.websocket_tls,
+                        websocket=True,
+                    )
+                )
             await self.control.start()
         except BaseException:
             await self.stop()
@@ -188,7 +200,7 @@ class Server:
 
     @property
     def ports(self) -> dict[str, int]:
-        """The bound ports by listener kind (``c2s``, ``c2s_tls``)."""
+        """The bound ports by listener kind (``c2s``, ``c2s_tls``, ``websocket``)."""
         return {listener.kind: listener.port for listener in self.listeners}
 
     def request_stop(self) -> None:

@@ -78,6 +78,8 @@ class NodeProcess:
             str(self.port or 0),
             "--c2s-tls-port",
             str(self.tls_port or 0),
+            "--websocket-port",
+            "-1",
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

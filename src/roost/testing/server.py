@@ -56,11 +56,18 @@ class RunningServer:
     domain: str
     data_dir: Path
     cert: Path  # the server's self-signed certificate, to trust in clients
+    websocket_port: int = -1  # XMPP over WebSocket (RFC 7395); -1 when disabled
     _evaluator: Evaluator | None = field(default=None, repr=False)
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def websocket_url(self) -> str:
+        """Where a browser client connects (``wss://`` unless ``websocket_tls`` is off)."""
+        scheme = "wss" if self.server.config.websocket_tls else "ws"
+        return f"{scheme}://{self.host}:{self.websocket_port}/xmpp-websocket"
 
     async def create_user(self, name: str, password: str = "secret") -> str:
         """Create ``name@domain`` and return its bare JID."""
@@ -105,7 +112,13 @@ async def running_server(
 ) -> AsyncIterator[RunningServer]:
     """Start a server in ``data_dir`` on free loopback ports; stop it on exit."""
     base = config if config is not None else ServerConfig()
-    settings = {"data_dir": data_dir, "c2s_port": 0, "c2s_tls_port": 0, **overrides}
+    settings = {
+        "data_dir": data_dir,
+        "c2s_port": 0,
+        "c2s_tls_port": 0,
+        "websocket_port": 0,
+        **overrides,
+    }
     source = ConfigSource.of_config(replace(base, **settings))
     loaded = source.build()
     config = loaded.config
@@ -124,6 +137,7 @@ async def running_server(
             host=config.host,
             port=ports["c2s"],
             tls_port=ports.get("c2s_tls", -1),
+            websocket_port=ports.get("websocket", -1),
             domain=config.domain,
             data_dir=data_dir,
             cert=config.tls_cert or tls_dir / "cert.pem",

@@ -234,6 +234,14 @@ class XMLStreamParser:
         return None
 
     @property
+    def at_boundary(self) -> bool:
+        """Whether every byte fed so far went into complete events (between stanzas).
+
+        Exact once a read completed an element; conservative otherwise (see hibernation).
+        """
+        return self._depth == 1 and self._at_boundary
+
+    @property
     def depth(self) -> int:
         """1 between stanzas, more inside one, 0 before the header and after the close."""
         return self._depth
