@@ -18,7 +18,7 @@ from roost import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from roost.bench import cli as bench_cli
-    from roost.cli import cluster, config, ctl, shell, up, user
+    from roost.cli import cluster, config, ctl, shell, storage, up, user
 
     parser = argparse.ArgumentParser(
         prog="roost",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.register(subparsers)
     ctl.register(subparsers)
     shell.register(subparsers)
+    storage.register(subparsers)
     return parser
 
 

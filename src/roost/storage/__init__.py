@@ -31,10 +31,23 @@ __all__ = [
 DATABASE_FILE = "roost.db"
 
 
-def open_storage(data_dir: Path) -> Storage:
+def open_storage(data_dir: Path, *, url: str | None = None) -> Storage:
     """The store of a deployment whose data lives in ``data_dir``, not yet opened.
 
-    Creates the directory, readable by its owner only (it holds credentials), when missing.
+    With a ``url`` (the ``storage.url`` setting, ``postgresql://...``), the PostgreSQL database
+    it names; without one, SQLite in ``data_dir``, which is created, readable by its owner only
+    (it holds credentials), when missing. Raises :class:`StorageError` for a URL of another
+    kind.
     """
+    if url:
+        from roost.storage.postgres import URL_SCHEMES, PostgresStorage, redact_url
+
+        scheme = url.partition("://")[0].lower()
+        if scheme not in URL_SCHEMES:
+            raise StorageError(
+                f"unsupported storage URL {redact_url(url)!r}: expected "
+                + " or ".join(f"{known}://..." for known in URL_SCHEMES)
+            )
+        return PostgresStorage(url)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return SQLiteStorage(data_dir / DATABASE_FILE)
