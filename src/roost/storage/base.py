@@ -1,16 +1,19 @@
 """The storage interface: everything roost keeps durably, behind one async API.
 
 Protocol code never talks SQL. It calls a :class:`Storage`, which the SQLite backend
-(:mod:`roost.storage.sqlite`, the embedded default) implements, and which a PostgreSQL backend
-implements for deployments of more than one machine. Both run the same test suite
-(``tests/storage``).
+(:mod:`roost.storage.sqlite`, the embedded default) implements, and which the PostgreSQL backend
+(:mod:`roost.storage.postgres`) implements for deployments of more than one machine. Both run
+the same test suite (``tests/storage``).
 
 Accounts are keyed by their bare JID string (``alice@example.org``), so one store can hold
 several virtual hosts. Passwords are never stored: an account has SCRAM credentials (salt,
 iteration count, StoredKey, ServerKey; RFC 5802 §3) for each hash it supports, from which
 SCRAM logins are verified directly and PLAIN logins by recomputing the StoredKey.
 
-Every method is a coroutine and never blocks the event loop.
+Every method is a coroutine and never blocks the event loop. Calls made concurrently may take
+effect in any order (the PostgreSQL backend runs them on several connections at once): a caller
+that needs one call to see another's effect awaits the first, as a session does by handling its
+client's stanzas one after the other.
 """
 
 from __future__ import annotations
