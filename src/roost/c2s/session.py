@@ -10,6 +10,10 @@ The states::
                      FEATURES ──<auth/>──▶ SASL ──<success/>──▶ HEADER     (restart)
                      FEATURES(authenticated) ──bind──▶ ESTABLISHED ──close──▶ CLOSED
 
+The same machine serves XMPP over WebSocket (RFC 7395): what differs between the two (the
+header, ``<close/>``, the namespace stanzas are written in, no STARTTLS, a message-per-element
+parser) is the session's :class:`~roost.c2s.framing.Framing`, chosen by its listener.
+
 Handling an element may need I/O (reading credentials, storing an offline message). A handler
 then returns an awaitable, and the session queues the elements that follow until it
 completes: each client's stanzas are processed in the order sent, with no task per stanza and
