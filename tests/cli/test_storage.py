@@ -106,6 +106,7 @@ async def roost(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
+@pytest.mark.postgres
 async def test_migrate_copies_everything_then_refuses_a_full_target_unless_forced(
     tmp_path: Path, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
