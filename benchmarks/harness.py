@@ -73,6 +73,8 @@ def start_roost(
         str(port),
         "--c2s-tls-port",
         "-1",
+        "--websocket-port",
+        "-1",
         "--allow-plaintext",
         "--registration",
         "--log-level",

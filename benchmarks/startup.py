@@ -36,6 +36,8 @@ def time_roost_up(runs: int) -> list[float]:
                     "0",
                     "--c2s-tls-port",
                     "0",
+                    "--websocket-port",
+                    "0",
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
