@@ -10,7 +10,6 @@ reachable server they are skipped, except in CI (``CI=true``), where that is a f
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +19,12 @@ import pytest
 from roost.storage import Storage
 from roost.storage.postgres import PostgresStorage
 from roost.storage.sqlite import SQLiteStorage
-from roost.testing.postgres import PostgresUnavailable, empty_tables, scratch_database
+from roost.testing.postgres import (
+    PostgresUnavailable,
+    empty_tables,
+    scratch_database,
+    unavailable,
+)
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -32,9 +36,7 @@ def postgres_url() -> Iterator[str]:
         try:
             url = stack.enter_context(scratch_database())
         except PostgresUnavailable as error:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"PostgreSQL is required in CI: {error}")
-            pytest.skip(str(error))
+            unavailable(error)
         yield url
 
 

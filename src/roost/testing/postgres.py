@@ -8,8 +8,8 @@ takes a quarter of a second).
 
 The server is ``ROOST_TEST_POSTGRES_URL``, by default ``postgres`` on 127.0.0.1:5432 (its
 ``postgres`` database is where the scratch databases are created and dropped from). When it
-cannot be reached, :func:`scratch_database` raises :class:`PostgresUnavailable` and the tests'
-fixture decides: skip on a developer's machine, fail in CI.
+cannot be reached, :func:`scratch_database` raises :class:`PostgresUnavailable`, and
+:func:`unavailable` skips the test on a developer's machine but fails it in CI.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from roost.storage.postgres import TABLES, redact_url
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SERVER_URL_VARIABLE = "ROOST_TEST_POSTGRES_URL"
+CONNECT_TIMEOUT = 5.0
 
 
 class PostgresUnavailable(Exception):
@@ -44,25 +47,45 @@ def database_url(url: str, database: str) -> str:
 
 
 @contextmanager
-def scratch_database(server: str | None = None, *, timeout: float = 5.0) -> Iterator[str]:
+def scratch_database(server: str | None = None) -> Iterator[str]:
     """A new, empty database on ``server`` (default :func:`server_url`), dropped on exit.
 
-    Yields its URL. Runs its own event loops, so it can serve a session-wide fixture while
-    every test has a loop of its own.
+    Yields its URL. Runs event loops of its own, so that it can serve a session-wide fixture
+    while every test has a loop of its own; :func:`create_database` and :func:`drop_database`
+    are the same for a test's own loop.
     """
+    url = asyncio.run(create_database(server))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(url, server))
+
+
+async def create_database(server: str | None = None) -> str:
+    """Create a database with a name of its own on ``server``; its URL."""
     server = server or server_url()
     name = f"roost_test_{os.getpid()}_{secrets.token_hex(4)}"
-    asyncio.run(_administer(server, f'CREATE DATABASE "{name}"', timeout))
-    try:
-        yield database_url(server, name)
-    finally:
-        # FORCE: a test that failed may have left a connection open.
-        asyncio.run(_administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout))
+    await _administer(server, f'CREATE DATABASE "{name}"')
+    return database_url(server, name)
 
 
-async def _administer(server: str, statement: str, connect_timeout: float) -> None:
+async def drop_database(url: str, server: str | None = None) -> None:
+    """Drop the database of ``url``, made by :func:`create_database` on ``server``."""
+    name = urlsplit(url).path.lstrip("/")
+    # FORCE: a test that failed may have left a connection open.
+    await _administer(server or server_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def unavailable(error: PostgresUnavailable) -> NoReturn:
+    """Skip the test that needs PostgreSQL; in CI (``CI=true``), where it must run, fail it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {error}")
+    pytest.skip(str(error))
+
+
+async def _administer(server: str, statement: str) -> None:
     try:
-        connection = await asyncpg.connect(server, timeout=connect_timeout)
+        connection = await asyncpg.connect(server, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise PostgresUnavailable(
             f"no PostgreSQL server at {redact_url(server)} ({error}); set "
