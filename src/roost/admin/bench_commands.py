@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from roost.admin.commands import Arg, CommandError, command
-from roost.bench.errors import BenchmarkError
 
 if TYPE_CHECKING:
     from roost.core.server import Server
@@ -76,7 +75,8 @@ async def bench(
     squeeze: bool,
     max: int,  # the option is --max, as in `roost bench run`
 ) -> dict[str, Any]:
-    from roost.bench import run_async, squeeze_async
+    from roost.bench import run_async, squeeze_async  # not at import: node start-up
+    from roost.bench.errors import BenchmarkError
 
     if not node.config.admin_shell:
         raise CommandError(
