@@ -1,0 +1,175 @@
+"""The message archive (XEP-0313) of the PostgreSQL backend: its SQL, apart for its size.
+
+:class:`~roost.storage.postgres.PostgresStorage` archives a batch of records with one
+statement (:data:`ARCHIVE_INSERT`, its parameters from :func:`archive_columns`) and answers an
+archive query with :func:`query_archive`. The semantics, shared with the SQLite backend, are
+those of :mod:`roost.storage.base`: ``seq`` orders the archive, is its time in microseconds and
+begins every archive id, so one index, on (owner, seq), serves every query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.storage.base import (
+    ArchivedMessage,
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
+    UnknownArchiveId,
+    archive_id_seq,
+)
+
+# Records of accounts deleted (or never created) since the message was routed are left out,
+# and a repeated seq does nothing, instead of failing the whole batch.
+ARCHIVE_INSERT = """
+INSERT INTO archive (seq, owner, id, with_jid, with_resource, direction, stanza)
+SELECT r.seq, r.owner, r.id, r.with_jid, r.with_resource, r.direction, r.stanza
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[]) AS r (seq, owner, id, with_jid, with_resource, direction, stanza)
+WHERE EXISTS (SELECT FROM users WHERE users.jid = r.owner)
+ON CONFLICT (seq) DO NOTHING
+"""
+
+_ARCHIVE_COLUMNS = "seq, id, with_jid, with_resource, direction, stanza"
+
+
+def archive_columns(records: list[ArchiveRecord]) -> tuple[list[Any], ...]:
+    """The parameters of :data:`ARCHIVE_INSERT` for ``records``: one array per column."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    for r in records:
+        bare, resource = _split_jid(r.with_jid)
+        for column, value in zip(
+            columns, (r.seq, r.owner, r.id, bare, resource, r.direction, r.stanza), strict=True
+        ):
+            column.append(value)
+    return columns
+
+
+def _split_jid(jid: str) -> tuple[str, str]:
+    """A JID's bare part and resource ('' for none): RFC 7622 §3.1, the first slash splits."""
+    bare, _, resource = jid.partition("/")
+    return bare, resource
+
+
+def _micros(stamp: float) -> int:
+    return round(stamp * 1e6)
+
+
+class _Where:
+    """The conditions of a query and their numbered parameters ($1, $2, ...)."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, template: str, value: Any) -> None:
+        """Add ``template`` with its ``?`` replaced by a parameter holding ``value``."""
+        self.params.append(value)
+        self.conditions.append(template.replace("?", f"${len(self.params)}"))
+
+    @property
+    def next(self) -> str:
+        """The placeholder of a parameter given after those of the conditions."""
+        return f"${len(self.params) + 1}"
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.conditions)
+
+
+async def query_archive(connection: Any, owner: str, query: ArchiveQuery) -> ArchivePage:
+    seqs = await _archive_seqs(connection, owner, query)
+    where = _Where()
+    where.add("owner = ?", owner)
+    if query.with_jid is not None:
+        bare, resource = _split_jid(query.with_jid)
+        where.add("with_jid = ?", bare)
+        if "/" in query.with_jid:
+            where.add("with_resource = ?", resource)
+    if query.start is not None:
+        where.add("seq >= ?", _micros(query.start))
+    if query.end is not None:
+        where.add("seq <= ?", _micros(query.end))
+    if query.after_id is not None:
+        where.add("seq > ?", seqs[query.after_id])
+    if query.before_id is not None:
+        where.add("seq < ?", seqs[query.before_id])
+    if query.ids is not None:
+        where.add("seq = ANY(?::bigint[])", sorted({seqs[id] for id in query.ids}))
+    count: int | None = None
+    if query.count:
+        # A statement of its own, so the count may see a message the page does not (or the
+        # other way round) when one is archived in between: RSM counts may be approximate
+        # (XEP-0059 §2.6), and a page is exact.
+        cap = max(query.count_limit, 0)
+        found = await connection.fetchval(
+            f"SELECT count(*) FROM (SELECT FROM archive WHERE {where.sql} LIMIT {where.next})"
+            " AS matching",
+            *where.params,
+            cap + 1,
+        )
+        count = int(found) if found <= cap else None
+    if query.after is not None:
+        where.add("seq > ?", seqs[query.after])
+    if query.before is not None:
+        where.add("seq < ?", seqs[query.before])
+    limit = max(query.limit, 0)
+    rows = list(
+        await connection.fetch(
+            f"SELECT {_ARCHIVE_COLUMNS} FROM archive WHERE {where.sql}"
+            f" ORDER BY seq {'DESC' if query.backward else 'ASC'}"
+            f" LIMIT {where.next}",
+            *where.params,
+            limit + 1,  # one more than asked tells whether the page is the last
+        )
+    )
+    complete = len(rows) <= limit
+    del rows[limit:]
+    if query.backward:
+        rows.reverse()
+    messages = [
+        ArchivedMessage(
+            str(id),
+            seq / 1e6,
+            f"{with_jid}/{resource}" if resource else str(with_jid),
+            str(direction),
+            str(stanza),
+        )
+        for seq, id, with_jid, resource, direction, stanza in rows
+    ]
+    return ArchivePage(messages, complete, count)
+
+
+async def _archive_seqs(connection: Any, owner: str, query: ArchiveQuery) -> dict[str, int]:
+    """The seq of every id the query names, looked up at once.
+
+    Raises UnknownArchiveId for the first one (in the order after_id, before_id, ids, after,
+    before) that the owner's archive does not hold: an id finds its row by the seq it begins
+    with, and must then be that row's id, of that owner.
+    """
+    named = [
+        *([query.after_id] if query.after_id is not None else []),
+        *([query.before_id] if query.before_id is not None else []),
+        *(query.ids or ()),
+        *([query.after] if query.after is not None else []),
+        *([query.before] if query.before is not None else []),
+    ]
+    if not named:
+        return {}
+    wanted = {seq for seq in map(archive_id_seq, named) if seq is not None}
+    stored: dict[int, str] = {}
+    if wanted:
+        rows = await connection.fetch(
+            "SELECT seq, id FROM archive WHERE seq = ANY($1::bigint[]) AND owner = $2",
+            sorted(wanted),
+            owner,
+        )
+        stored = {int(seq): str(id) for seq, id in rows}
+    seqs: dict[str, int] = {}
+    for archive_id in named:
+        seq = archive_id_seq(archive_id)
+        if seq is None or stored.get(seq) != archive_id:
+            raise UnknownArchiveId(archive_id)
+        seqs[archive_id] = seq
+    return seqs
