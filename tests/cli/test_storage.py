@@ -164,3 +164,18 @@ async def test_migrate_wants_a_postgresql_url_and_an_existing_store(
     assert "no such database" in error
     assert not missing.exists()  # not created by looking for it
     assert "hunter2" not in error
+
+
+async def test_roost_user_manages_the_configured_postgresql_store(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROOST_STORAGE__URL", target)
+    argv = ["user", "add", ALICE, "--password", "secret", "--data-dir", str(tmp_path)]
+    assert await asyncio.to_thread(main, argv) == 0
+    store = PostgresStorage(target)
+    await store.open()
+    try:
+        assert await store.user_exists(ALICE)
+    finally:
+        await store.close()
+    assert not (tmp_path / "roost.db").exists()  # nothing went to an SQLite file

@@ -152,6 +152,7 @@ def load(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from roost.admin.reload import ConfigSource
+    from roost.storage import StorageError
 
     loaded = load(args)
     config = loaded.config
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     source = ConfigSource.capture(args.config, flags_of(args))
     try:
         run_loop(serve(config, loaded=loaded, source=source))
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         print(f"roost: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -73,14 +73,24 @@ def _password(args: argparse.Namespace) -> str:
 
 
 async def _with_auth(data_dir: Path, action: Any) -> Any:
+    """Run ``action`` on the deployment's store: the one its configuration names (the file in
+    the data directory, the environment, runtime overrides), so that a deployment on
+    PostgreSQL is managed there and not in a stray SQLite file."""
+    from roost.config.pipeline import ConfigError, build
     from roost.core.auth import Authenticator
-    from roost.storage import open_storage
-    from roost.xmpp.sasl import DEFAULT_ITERATIONS
+    from roost.storage import StorageError, open_storage
 
-    storage = open_storage(data_dir)
-    await storage.open()
     try:
-        return await action(storage, Authenticator(storage, DEFAULT_ITERATIONS))
+        config = build(flags={"server.data_dir": (str(data_dir), "--data-dir")}).config
+    except ConfigError as exc:
+        raise SystemExit(f"roost: {exc}") from None
+    storage = open_storage(data_dir, url=config.storage_url)
+    try:
+        await storage.open()
+    except StorageError as exc:
+        raise SystemExit(f"roost: cannot open the store: {exc}") from None
+    try:
+        return await action(storage, Authenticator(storage, config.scram_iterations))
     finally:
         await storage.close()
 
