@@ -10,12 +10,13 @@ import pytest
 from roost.config import ServerConfig
 from roost.gate.storage import GatedStorage
 from roost.modules import mam as mam_module
-from roost.modules.mam import MamModule
+from roost.modules.mam import MamModule, _Stamped
 from roost.modules.mam_protocol import SID
 from roost.storage.base import ArchiveQuery
 from roost.storage.sqlite import SQLiteStorage
 from roost.testing import RunningServer, running_server
 from roost.testing.rawclient import RawClient
+from roost.xmpp import ns
 from roost.xmpp.element import Element
 from roost.xmpp.parser import parse_element
 
@@ -158,3 +159,62 @@ async def test_when_the_archive_falls_behind_senders_wait_and_nothing_is_lost(
     assert await archived_bodies(server, bob_jid) == [str(i) for i in range(300)]
     assert module(server).refused == 0
     assert waits > 0  # the buffer did fill up
+
+
+# -- the recipient's copy as delivered -----------------------------------------------------
+
+
+def routed() -> Element:
+    return parse_element(
+        "<message xmlns='jabber:client' to='bob@localhost/phone' type='chat'"
+        ' from="alice@localhost/it\'s me"><body>1 &lt; 2 &amp; 3</body>'
+        "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+
+
+def stamped(stanza: Element) -> tuple[_Stamped, Element]:
+    """The delivered copy as the module makes it, and the same made the ordinary way."""
+    text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
+    sid = Element("stanza-id", SID, {"by": "bob@localhost", "id": "0123456789abcdef"})
+    ordinary = stanza.shallow_copy()
+    ordinary.children.append(sid)
+    return _Stamped(stanza, sid, text), ordinary
+
+
+def test_the_delivered_copy_is_the_archived_text_with_the_stanza_id_spliced_in() -> None:
+    delivered, ordinary = stamped(routed())
+    assert delivered.to_bytes() == Element.to_str(delivered).encode()
+    assert delivered.to_bytes() == ordinary.to_bytes()
+    assert delivered == ordinary
+
+
+def test_a_delivered_copy_inside_another_element_is_serialized_the_ordinary_way() -> None:
+    delivered, ordinary = stamped(routed())
+    forwarded = Element("forwarded", "urn:xmpp:forward:0", None, [delivered])
+    wrapped = Element("forwarded", "urn:xmpp:forward:0", None, [ordinary])
+    assert forwarded.to_str() == wrapped.to_str()
+    assert delivered.to_str(ns.SM) == ordinary.to_str(ns.SM)
+
+
+def test_a_delivered_copy_changed_after_it_was_made_is_serialized_as_it_is() -> None:
+    delivered, _ = stamped(routed())
+    delivered.attrs["to"] = "bob@localhost/laptop"
+    delivered.children.insert(0, Element("thread", ns.CLIENT, None, ["t1"]))
+    text = delivered.to_str()
+    assert "bob@localhost/laptop" in text
+    assert "<thread>t1</thread>" in text
+    assert text == Element.to_str(delivered)
+    emptied, _ = stamped(routed())
+    emptied.children.clear()
+    assert emptied.to_str() == Element.to_str(emptied)
+
+
+def test_a_message_changed_after_it_was_archived_is_delivered_as_it_is() -> None:
+    stanza = routed()
+    text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
+    stanza.attrs["id"] = "changed"
+    stanza.children.append(Element("thread", ns.CLIENT, None, ["t1"]))
+    sid = Element("stanza-id", SID, {"by": "bob@localhost", "id": "0123456789abcdef"})
+    delivered = _Stamped(stanza, sid, text)
+    assert delivered.to_str() == Element.to_str(delivered)
+    assert "id='changed'" in delivered.to_str()

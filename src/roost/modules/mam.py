@@ -42,18 +42,28 @@ well, scanning the owner's part of it (each further index would cost every messa
 
 Writing is batched, because archiving is mostly the cost of writing. Archiving never makes
 delivery wait: the hooks append a record to a buffer and return. One background task
-(``Server.spawn``) writes the buffer: it gathers records for ``WINDOW`` seconds (or until
-``BATCH`` of them, or until someone calls :meth:`MamModule.flush`), makes one
-``archive_messages`` call, and goes on while records keep coming. Per record, a batch of a
-few thousand costs SQLite half of what a batch of a thousand does, and far less than rows one
-at a time: each commit writes the index pages it touched once, however many rows it added to
-them. Queries call :meth:`MamModule.flush` first, so a user always finds the messages just
-exchanged. ``Server.stop`` waits for background tasks before it stops modules, which
-drains the buffer. When the store cannot keep up and ``HIGH_WATER`` records wait, new messages
-wait for room like messages whose preferences are not cached (above), which slows their
-senders down (their sessions stop reading) instead of losing messages or memory; only a store
-that stalls completely lets the buffer reach ``MAX_BUFFERED``, past which messages go
+(``Server.spawn``) writes the buffer: it gathers records while they keep coming, for up to
+``WINDOW`` seconds (it stops early when ``TICK`` seconds pass without a new record, when
+``BATCH`` records wait, or when someone calls :meth:`MamModule.flush`), makes one
+``archive_messages`` call, and goes on while records keep coming. The window is long because
+what a commit costs is mostly the index pages it writes, one per owner with new records (see
+:mod:`roost.storage.sqlite`): a batch of a second of traffic writes each busy owner's page
+once for many rows, where a tenth of a second wrote it for one or two, and the storage thread,
+which shares the server's core with the event loop, spends about half as much per record
+(docs/benchmarks-mam.md). The quiet tick keeps a light load (and a stopping server) from
+waiting for the window. Queries call :meth:`MamModule.flush` first, so a user always finds the
+messages just exchanged. ``Server.stop`` waits for background tasks before it stops modules,
+which drains the buffer. When the store cannot keep up and ``HIGH_WATER`` records wait, new
+messages wait for room like messages whose preferences are not cached (above), which slows
+their senders down (their sessions stop reading) instead of losing messages or memory; only a
+store that stalls completely lets the buffer reach ``MAX_BUFFERED``, past which messages go
 unarchived, without a stanza-id.
+
+What waits in the buffer is what the stream-management contract does not need: a stanza is
+acknowledged to its sender (XEP-0198) once it was delivered to a live session or stored
+offline, which the router does before this module's record is written; the archive is the
+user's history, and a crash loses at most the records not written yet (a window's, and the
+batch being written), never a message.
 
 Queries (§4): IQ set ``<query/>`` to one's own bare JID; other users' archives are
 ``<forbidden/>``. Form fields ``with``, ``start``, ``end``, ``before-id``, ``after-id``,
@@ -107,9 +117,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COUNT_LIMIT: Final = 10_000  # the RSM count is left out above this many matching messages
-WINDOW: Final = 0.1  # seconds the writer gathers records before a storage call
-BATCH: Final = 5000  # records per storage call at most (one call holds the storage thread)
-HIGH_WATER: Final = 20_000  # records waiting for storage before messages wait for room
+WINDOW: Final = 1.0  # seconds the writer gathers records at most before a storage call
+TICK: Final = 0.1  # seconds without a new record after which the writer stops gathering
+BATCH: Final = 20_000  # records per storage call at most (one call holds the storage thread)
+HIGH_WATER: Final = 50_000  # records waiting for storage before messages wait for room
 MAX_BUFFERED: Final = 200_000  # records waiting before new ones are refused (a stalled store)
 PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
 
@@ -143,7 +154,9 @@ class ArchiveIds:
             seq = self._last + 1  # two in one microsecond, or the clock stepped back
         self._last = seq
         head = f"{seq:013x}"
-        return head + self._tag(head, owner), seq
+        keyed = self._keyed.copy()  # _tag, inline: this runs twice for every message
+        keyed.update((head + owner).encode())
+        return head + keyed.hexdigest(), seq
 
     def issued(self, archive_id: str, owner: str) -> bool:
         """Whether this node issued ``archive_id`` for ``owner``'s archive."""
@@ -156,6 +169,45 @@ class ArchiveIds:
         keyed = self._keyed.copy()
         keyed.update((head + owner).encode())
         return keyed.hexdigest()
+
+
+# A message serialized, with the attributes and children it had then (copies).
+_Text = tuple[str, dict[str, str], list[Element | str]]
+_NO_TEXT: _Text = ("", {}, [])
+
+
+class _Stamped(Element):
+    """The recipient's copy as delivered: the routed message with its stanza-id appended.
+
+    Its text is the archived text of the message with the stanza-id written before the closing
+    tag, so the message is serialized once, for the archive, rather than again for the wire
+    (``Element._write`` walks the whole tree; this splices strings). It checks first that it
+    is still what that text was made from (the attributes and children then, and the stanza-id
+    last), and serializes the ordinary way otherwise, or inside another element.
+    """
+
+    __slots__ = ("_attrs_then", "_children_then", "_sid", "_text")
+
+    def __init__(self, stanza: Element, sid: Element, text: _Text) -> None:
+        super().__init__(stanza.name, stanza.xmlns, dict(stanza.attrs), [*stanza.children, sid])
+        self._sid = sid
+        self._text, self._attrs_then, self._children_then = text
+
+    def to_str(self, parent_xmlns: str = ns.CLIENT) -> str:
+        children = self.children
+        sid = self._sid
+        close = "</" + self.name + ">"
+        text = self._text
+        if (
+            parent_xmlns == ns.CLIENT
+            and children
+            and children[-1] is sid
+            and self.attrs == self._attrs_then
+            and children[:-1] == self._children_then
+            and text.endswith(close)
+        ):
+            return text[: -len(close)] + sid.to_str(self.xmlns) + close
+        return super().to_str(parent_xmlns)
 
 
 def _inspect(stanza: Element) -> tuple[bool, bool]:
@@ -198,9 +250,10 @@ class MamModule(Module):
         # Stanzas decided by the slow path, let through when routed again: id -> stanza (kept
         # so that the id is not reused meanwhile).
         self._passing: dict[int, Element] = {}
-        # The last stanza serialized: the sender's and the recipient's copy share the text.
+        # The last stanza serialized: the sender's and the recipient's copy share the text,
+        # and the recipient's copy as delivered is made from it (_Stamped).
         self._text_of: Element | None = None
-        self._text = ""
+        self._text: _Text = _NO_TEXT
         # The write buffer and its bookkeeping.
         self._buffer: list[ArchiveRecord] = []
         self._writer: asyncio.Task[None] | None = None
@@ -304,9 +357,10 @@ class MamModule(Module):
         archive_id = self._record(owner, str(sender), "in", stanza)
         if archive_id is None:
             return stanza
-        delivered = stanza.shallow_copy()
-        delivered.children.append(Element("stanza-id", wire.SID, {"by": owner, "id": archive_id}))
-        return delivered
+        # _record made self._text from this stanza.
+        return _Stamped(
+            stanza, Element("stanza-id", wire.SID, {"by": owner, "id": archive_id}), self._text
+        )
 
     async def _incoming_later(self, stanza: Element, owner: str, sender: JID) -> None:
         if await self._allowed_later(owner, sender):
@@ -423,10 +477,10 @@ class MamModule(Module):
         if stanza is not self._text_of:
             # The sender's copy was serialized moments ago when this is the recipient's.
             self._text_of = stanza
-            self._text = stanza.to_str()
+            self._text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
         archive_id, seq = self._ids.next(owner)
         buffer = self._buffer
-        buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text))
+        buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text[0]))
         self._buffered += 1
         if self._writer is None:
             self._writer = self.server.spawn(self._write())
@@ -437,20 +491,10 @@ class MamModule(Module):
     async def _write(self) -> None:
         storage = self.server.storage
         buffer = self._buffer
-        hurry = self._hurry
-        loop = asyncio.get_running_loop()
         try:
             while buffer:
                 if len(buffer) < BATCH and not self._flushes and self._room_made is None:
-                    # Gather records for a while: per record, a big batch costs a fraction of
-                    # a small one (see the module docstring). flush() and a full batch end
-                    # the wait early.
-                    hurry.clear()
-                    timer = loop.call_later(WINDOW, hurry.set)
-                    try:
-                        await hurry.wait()
-                    finally:
-                        timer.cancel()
+                    await self._gather()
                 batch = buffer[:BATCH]
                 del buffer[:BATCH]
                 try:
@@ -465,7 +509,32 @@ class MamModule(Module):
                     room.set_result(None)
         finally:
             self._writer = None
-            self._text_of = None  # nothing more to share; let the stanza go
+            self._text_of, self._text = None, _NO_TEXT  # nothing more to share; let them go
+
+    async def _gather(self) -> None:
+        """Wait while records keep coming: per record, a big batch costs a fraction of a small
+        one (see the module docstring). Ends after ``WINDOW``, after a ``TICK`` without a new
+        record, or early on :meth:`flush`, a full batch, or a message waiting for room."""
+        hurry = self._hurry
+        hurry.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WINDOW
+        seen = self._buffered
+        timer: asyncio.TimerHandle
+
+        def tick() -> None:
+            nonlocal seen, timer
+            if self._buffered == seen or loop.time() + TICK > deadline:
+                hurry.set()
+            else:
+                seen = self._buffered
+                timer = loop.call_later(TICK, tick)
+
+        timer = loop.call_later(TICK, tick)
+        try:
+            await hurry.wait()
+        finally:
+            timer.cancel()
 
     async def _room(self) -> None:
         """Wait until the buffer has room again (the writer took a batch)."""

@@ -39,10 +39,11 @@ a deferred transaction that tried to upgrade from reading to writing would fail 
 The connection runs in WAL mode (readers in other processes never block the writer, nor the
 other way round), with ``synchronous=NORMAL`` (a commit does not wait for fsync; a power cut can
 lose the last commits but never corrupts the file), a busy timeout (other processes write the
-same file) and foreign keys on: every per-account table references ``users``, so deleting an
-account deletes everything stored for it in the same transaction, and a write for an account
-that does not exist fails with :class:`StorageError` rather than leaving data for a future
-account of the same name to inherit.
+same file), a page cache larger than SQLite's default (``CACHE_KIB``, for the archive's writes)
+and foreign keys on: every per-account table references ``users``, so deleting an account
+deletes everything stored for it in the same transaction, and a write for an account that does
+not exist fails with :class:`StorageError` rather than leaving data for a future account of the
+same name to inherit.
 
 The schema is versioned (:mod:`roost.storage.migrations`, ``sqlite_*.sql``). :meth:`open` brings
 the file to the latest version under ``BEGIN IMMEDIATE``, so that a server and a CLI opening a
@@ -59,7 +60,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from operator import itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -87,6 +88,12 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _MIGRATIONS = migrations.load("sqlite")
+
+# The connection's page cache, in KiB (SQLite's default is 2 MiB). Archive writes touch one
+# index page per owner of each batch (see _archive_messages): with the default, a batch for a
+# thousand users already evicts the pages it is about to write again, and each one is read back
+# from the file. Pages are cached only as they are used, so a small database stays small.
+CACHE_KIB = 32 * 1024
 
 
 class SQLiteStorage(Storage):
@@ -241,6 +248,7 @@ class SQLiteStorage(Storage):
             if mode != "wal":
                 raise StorageError(f"{self._path}: cannot use WAL journal mode (got {mode!r})")
             connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute(f"PRAGMA cache_size = -{CACHE_KIB:d}")
             connection.execute("PRAGMA foreign_keys = ON")
             (foreign_keys,) = connection.execute("PRAGMA foreign_keys").fetchone()
             if foreign_keys != 1:
@@ -568,20 +576,24 @@ def _archive_messages(connection: sqlite3.Connection, _: str, records: list[Arch
             f"SELECT jid FROM users WHERE jid IN ({', '.join('?' * len(chunk))})", chunk
         )
         existing.update(jid for (jid,) in found)
-    rows = [
-        (r.seq, r.owner, r.id, *_split_jid(r.with_jid), r.direction, r.stanza)
-        for r in records
-        if r.owner in existing
-    ]
     # Grouped by owner, the rows of one owner land on the same index pages, which a commit then
     # writes once rather than once per row: for a batch of many users' messages that halves the
-    # cost. (The order of inserts changes nothing else: seq is given.)
-    rows.sort(key=itemgetter(1))
+    # cost. (The order of inserts changes nothing else: seq is given.) The rows are made one at
+    # a time as SQLite takes them, not as a list: each is gone before the next is made, so a
+    # batch of many thousands leaves the garbage collector nothing to do (this thread holds the
+    # GIL while it collects, and the event loop waits).
     connection.executemany(
         "INSERT INTO archive (seq, owner, id, with_jid, with_resource, direction, stanza)"
         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-        rows,
+        (
+            (r.seq, r.owner, r.id, *_split_jid(r.with_jid), r.direction, r.stanza)
+            for r in sorted(records, key=_OWNER)
+            if r.owner in existing
+        ),
     )
+
+
+_OWNER = attrgetter("owner")
 
 
 def _split_jid(jid: str) -> tuple[str, str]:
