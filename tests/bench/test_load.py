@@ -195,6 +195,25 @@ async def test_presence_fan_out(plain_server: RunningServer) -> None:
     assert again.traffic["delivered"] == 240
 
 
+async def test_presence_timeout_bounds_the_wait_for_an_echo(plain_server: RunningServer) -> None:
+    """A server that never sends a client's initial presence back (PyJabber) delays the start
+    by presence_timeout, not setup_timeout, and the result says so."""
+
+    def swallow(stanza: Element, session: Any) -> Element | None:
+        broadcast = stanza.name == "presence" and stanza.get("to") is None
+        return None if broadcast else stanza
+
+    config = _config(plain_server, setup_timeout=60.0, presence_timeout=0.3, max_messages=20)
+    assert config.presence_wait == 0.3
+    plain_server.server.hooks.add("c2s.inbound", swallow, priority=1)
+    result = await run_load(config)
+    assert result.durations["setup"] < 5
+    assert result.traffic["delivered"] == 20
+    assert any(
+        "did not see their initial presence handled within 0.3 s" in w for w in result.warnings
+    )
+
+
 # -- failures --------------------------------------------------------------------------------
 
 
@@ -259,6 +278,7 @@ async def test_server_going_away_mid_run(plain_server: RunningServer) -> None:
         ({"starttls": True, "direct_tls": True}, "one of"),
         ({"clients": 1}, "at least 2"),
         ({"verify": True}, "need starttls"),
+        ({"presence_timeout": 0.0}, "presence_timeout"),
     ],
 )
 def test_config_checks(settings: dict[str, Any], message: str) -> None:

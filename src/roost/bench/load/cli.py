@@ -44,6 +44,7 @@ _FIELDS = (
     "connect_concurrency",
     "login_timeout",
     "setup_timeout",
+    "presence_timeout",
     "max_messages",
     "roster_size",
     "server_pid",
@@ -213,6 +214,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="limit for the set-up: initial presence, presence subscriptions (60)",
     )
+    pacing.add_argument(
+        "--presence-timeout",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="the longest of those waits for presence the server sends by itself: each "
+        "client's own initial presence back, its contacts' on login (default: the set-up "
+        "timeout; lower it for servers that send neither)",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -268,6 +278,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         roster_size=args.roster_size,
         initial_presence=args.initial_presence,
         setup_timeout=args.setup_timeout,
+        presence_timeout=args.presence_timeout,
         seed=args.seed,
         progress=_stderr if args.progress else None,
     )

@@ -66,8 +66,19 @@ class LoadConfig:
     roster_size: int | None = None  # presence: contacts per client (even; default 10)
     initial_presence: bool = True  # idle and chat: send <presence/> after logging in
     setup_timeout: float = 60.0  # presence: subscriptions and initial presence exchange
+    # The longest wait in the set-up for presence the server sends by itself: each client's
+    # initial presence echoed (RFC 6121 §4.2.2) and, for the presence scenario, the contacts'
+    # presence (§4.2.3). None: setup_timeout. Lower it for a server that sends neither.
+    presence_timeout: float | None = None
     seed: int | None = None  # peer choice; None: a random run
     progress: Callable[[str], None] | None = field(default=None, compare=False)
+
+    @property
+    def presence_wait(self) -> float:
+        """Seconds the set-up waits for the server's own presence (see presence_timeout)."""
+        if self.presence_timeout is None:
+            return self.setup_timeout
+        return min(self.presence_timeout, self.setup_timeout)
 
     @property
     def closed_loop(self) -> bool:
@@ -107,6 +118,8 @@ class LoadConfig:
         _at_least("connect_concurrency", self.connect_concurrency, 1)
         _positive("login_timeout", self.login_timeout)
         _positive("setup_timeout", self.setup_timeout)
+        if self.presence_timeout is not None:
+            _positive("presence_timeout", self.presence_timeout)
         if self.drain < 0:
             raise ValueError("drain must not be negative")
         if self.rate is not None:

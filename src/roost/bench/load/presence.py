@@ -13,6 +13,9 @@ it works on any server:
    once it is subscribed to all its contacts.
 3. The set-up waits until every client has seen all its contacts available.
 
+The waits in steps 1 and 3 are for presence the server sends by itself; ``presence_timeout``
+bounds them for a server that does not (the measurement then starts with a warning).
+
 Measured: presence changes ``<presence><status>RUN NUMBER SENDER SENT_NS</status></presence>``
 at ``rate``, round-robin over the clients, or in a closed loop (each client keeps ``window``
 changes whose fan-out is incomplete). A change should reach every contact: each notification
@@ -91,7 +94,7 @@ class Presence(Scenario):
         timeout = self.config.setup_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        await self._become_available(clients, timeout)
+        await self._become_available(clients, self.config.presence_wait)
         if self._interrupted():
             return
         # Subscriptions left by an earlier run stay: a server ignores 'subscribed' for a
@@ -119,7 +122,12 @@ class Presence(Scenario):
                 f"within {timeout:g} s",
             )
             return
-        await self._wait(deadline - loop.time(), self._all_available, self.gone, self.stopped)
+        await self._wait(
+            min(deadline - loop.time(), self.config.presence_wait),
+            self._all_available,
+            self.gone,
+            self.stopped,
+        )
         if not self._all_available.is_set():
             self.warnings.append(
                 "not every client saw all its contacts available before the measurement"

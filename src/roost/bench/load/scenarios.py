@@ -4,7 +4,8 @@ Every scenario starts with a set-up phase that is not measured: unless turned of
 sends initial presence, and the measurement waits until the server has handled all of them
 (each client has received its own presence back, RFC 6121 §4.2.2). Otherwise the burst of
 work initial presence causes (roster loads, probes, offline messages) would land in the
-first second of the measurement and in its latency tail.
+first second of the measurement and in its latency tail. A server that never sends that echo
+only delays the start, by ``presence_timeout`` (``--presence-timeout``), with a warning.
 
 **idle**: clients stay logged in for the duration and do nothing. What matters is what logging
 in cost: the login rate and, with a server PID, the server's memory per session.
@@ -103,7 +104,7 @@ class Scenario(Handler):
 
     async def prepare(self, clients: list[Client]) -> None:
         if self.config.initial_presence:
-            await self._become_available(clients, self.config.setup_timeout)
+            await self._become_available(clients, self.config.presence_wait)
 
     async def _become_available(self, clients: list[Client], seconds: float) -> None:
         """Send initial presence and wait until the server has handled it for every client.
