@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -18,6 +19,7 @@ from roost.storage import StorageError, migrations, open_storage
 from roost.storage.postgres import IntegrityError, PostgresStorage, redact_url
 from roost.storage.sqlite import SQLiteStorage
 from roost.testing import running_server
+from roost.testing.faultproxy import FaultProxy
 from roost.testing.postgres import create_database, drop_database
 from roost.testing.rawclient import RawClient
 
@@ -164,3 +166,26 @@ async def test_a_server_on_postgresql_logs_in_and_keeps_offline_messages(
         assert await postgres_storage.count_offline("bob@localhost") == 0
         await alice.close()
         await bob.close()
+
+
+async def test_a_call_cancelled_on_a_stalled_link_ends_at_once(postgres_url: str) -> None:
+    target = urlsplit(postgres_url)
+    async with FaultProxy((target.hostname or "127.0.0.1", target.port or 5432)) as proxy:
+        user = target.netloc.rpartition("@")[0]
+        store = PostgresStorage(
+            target._replace(netloc=f"{user}@{proxy.host}:{proxy.port}").geturl(), pool_size=1
+        )
+        await store.open()
+        try:
+            proxy.stall()
+            call = asyncio.create_task(store.user_exists("alice@example.org"))
+            await proxy.wait_for(lambda s: s.held > 0)  # the statement is held on the way
+            call.cancel()  # as the storage gate does when the call outlives its timeout
+            async with asyncio.timeout(10):  # not waiting for the stalled server to confirm
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            assert store.statistics().connections == 0  # dropped, not given back
+            proxy.heal()
+            assert await store.user_exists("alice@example.org") is False  # on a new one
+        finally:
+            await store.close()

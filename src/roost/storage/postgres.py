@@ -37,7 +37,9 @@ Errors. Every driver or connection error reaches callers as :class:`StorageError
 constraint (a write for an account that does not exist) is chained to an
 :class:`IntegrityError`, PEP 249's name for it, which the storage gate
 (:mod:`roost.gate.storage`) counts as the caller's mistake rather than a failing store. A store
-serves one event loop. Cancelling a call abandons its statement, which may still take effect.
+serves one event loop. Cancelling a call abandons its statement, which may still take effect,
+and closes its connection at once (rather than waiting for the server to confirm the
+cancellation: a stalled server never does).
 """
 
 from __future__ import annotations
@@ -551,8 +553,19 @@ class PostgresStorage(Storage):
             raise StorageError(f"{what}: the store {self.url} is {state}")
         self._operations += 1
         try:
-            async with pool.acquire() as connection:
+            connection = await pool.acquire()
+            try:
                 yield connection
+            except asyncio.CancelledError:
+                # Cancelled mid-statement (the storage gate's call timeout, say). Given the
+                # connection back, asyncpg would wait for the server to confirm the
+                # cancellation, which on a stalled link never comes, and the cancelled call
+                # would hang with it. The connection is dropped instead; the pool opens
+                # another when one is needed.
+                connection.terminate()
+                raise
+            finally:
+                await pool.release(connection)
         except _DRIVER_ERRORS as error:
             self._failed += 1
             raise StorageError(f"{what}: {error}") from _cause(error)
