@@ -207,6 +207,14 @@ def test_a_delivered_copy_changed_after_it_was_made_is_serialized_as_it_is() -> 
     emptied, _ = stamped(routed())
     emptied.children.clear()
     assert emptied.to_str() == Element.to_str(emptied)
+    restamped, _ = stamped(routed())
+    sid = restamped.children[-1]
+    assert isinstance(sid, Element)
+    sid.attrs["id"] = "it's"
+    assert restamped.to_str() == Element.to_str(restamped)
+    sid.attrs["extra"] = "1"
+    assert restamped.to_str() == Element.to_str(restamped)
+    assert "extra='1'" in restamped.to_str()
 
 
 def test_a_message_changed_after_it_was_archived_is_delivered_as_it_is() -> None:
