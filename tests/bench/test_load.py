@@ -214,6 +214,29 @@ async def test_presence_timeout_bounds_the_wait_for_an_echo(plain_server: Runnin
     )
 
 
+async def test_presence_set_up_learns_approvals_from_roster_pushes(
+    plain_server: RunningServer,
+) -> None:
+    """A server that tells the subscriber of an approval by a roster push only (PyJabber, at
+    times) still gets the rosters set up."""
+
+    def no_subscribed(stanza: Element, session: Any) -> Element | None:
+        return None if stanza.name == "presence" and stanza.get("type") == "subscribed" else stanza
+
+    plain_server.server.hooks.add("c2s.outbound", no_subscribed, priority=1)
+    config = _config(
+        plain_server,
+        scenario="presence",
+        clients=6,
+        roster_size=4,
+        max_messages=30,
+        setup_timeout=10,
+    )
+    result = await run_load(config)
+    _assert_clean(result)
+    assert result.traffic["delivered"] == 120
+
+
 # -- failures --------------------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ already exists, which is what a re-run wants.
 Once online, incoming bytes are framed (:mod:`roost.bench.load.scan`) and each element goes
 to the scenario by its first bytes: ``<message`` and ``<presence`` to the handler's methods,
 ``<iq`` answered here (roster pushes and pings get a result, other requests
-``service-unavailable``, as a well-behaved client would), a stream error remembered as the
+``service-unavailable``, as a well-behaved client would; roster pushes then go to the
+scenario too), a stream error remembered as the
 reason of the disconnect that follows. The clock is read once per socket read and shared by
 its stanzas.
 
@@ -263,6 +264,9 @@ class Client(asyncio.Protocol):
         to = f" to='{escape(sender)}'" if sender else ""
         if (kind == "set" and b"jabber:iq:roster" in iq) or b"urn:xmpp:ping" in iq:
             self.send(f"<iq type='result' id='{ident}'{to}/>".encode())
+            # A roster push (from the server: no 'from' or our bare JID, RFC 6121 §2.1.6).
+            if kind == "set" and self._state == ONLINE and sender in (None, self.bare):
+                self.handler.iq(self, iq)
             return
         self.send(
             f"<iq type='error' id='{ident}'{to}><error type='cancel'>"

@@ -10,7 +10,9 @@ it works on any server:
    nothing more: a server ignores ``subscribed`` for a subscription that exists (§3.1.6), so
    asking again would wait forever. To each other contact it sends ``subscribe``; every client
    approves every ``subscribe`` it receives with ``subscribed`` (§3.1). A client is set up
-   once it is subscribed to all its contacts.
+   once it is subscribed to all its contacts, as the contact's ``subscribed`` or a roster
+   push with subscription ``to`` or ``both`` says (a server should send both, §3.1.5-3.1.6;
+   some send only the push).
 3. The set-up waits until every client has seen all its contacts available.
 
 The waits in steps 1 and 3 are for presence the server sends by itself; ``presence_timeout``
@@ -139,23 +141,33 @@ class Presence(Scenario):
 
     def iq(self, client: Client, element: bytes) -> None:
         state: _Contact | None = client.data
-        if state is None or state.roster_read or attribute(element, b"id") != _ROSTER_ID:
+        if state is None:
+            return
+        kind = attribute(element, b"type")
+        if kind == "set":  # a roster push: a subscription approved shows there too (§3.1.6)
+            self._subscriptions(state, element)
+            return
+        if state.roster_read or attribute(element, b"id") != _ROSTER_ID:
             return
         state.roster_read = True
-        if attribute(element, b"type") == "result":
-            at = find_child(element, b"item")
-            while at >= 0:
-                item = element[at : tag_end(element, at) + 1]
-                jid = attribute(item, b"jid")
-                if jid in state.members and attribute(item, b"subscription") in ("to", "both"):
-                    self._approved(state, jid)
-                at = find_child(element, b"item", at + 1)
+        if kind == "result":
+            self._subscriptions(state, element)
         for contact in state.contacts:
             if contact not in state.approved:
                 client.send(f"<presence to='{contact}' type='subscribe'/>".encode())
         self._rosters += 1
         if self._rosters == self._expected:
             self._all_rosters.set()
+
+    def _subscriptions(self, state: _Contact, element: bytes) -> None:
+        """The contacts a roster (result or push) shows this client subscribed to."""
+        at = find_child(element, b"item")
+        while at >= 0:
+            item = element[at : tag_end(element, at) + 1]
+            jid = attribute(item, b"jid")
+            if jid in state.members and attribute(item, b"subscription") in ("to", "both"):
+                self._approved(state, jid)
+            at = find_child(element, b"item", at + 1)
 
     def _approved(self, state: _Contact, contact: str) -> None:
         if contact in state.approved:

@@ -36,7 +36,8 @@ class Handler:
         pass
 
     def iq(self, client: Client, element: bytes) -> None:
-        """An IQ result or error (requests are answered by the client itself)."""
+        """An IQ result or error, or a roster push (requests are answered by the client
+        itself, pushes included)."""
 
     def closed(self, client: Client, reason: str) -> None:
         pass
