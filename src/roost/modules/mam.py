@@ -154,9 +154,7 @@ class ArchiveIds:
             seq = self._last + 1  # two in one microsecond, or the clock stepped back
         self._last = seq
         head = f"{seq:013x}"
-        keyed = self._keyed.copy()  # _tag, inline: this runs twice for every message
-        keyed.update((head + owner).encode())
-        return head + keyed.hexdigest(), seq
+        return head + self._tag(head, owner), seq
 
     def issued(self, archive_id: str, owner: str) -> bool:
         """Whether this node issued ``archive_id`` for ``owner``'s archive."""
