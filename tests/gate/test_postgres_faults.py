@@ -28,6 +28,7 @@ import pytest
 
 from roost.gate.storage import STORAGE_GATE
 from roost.gate.testing import VirtualClock
+from roost.storage.base import ArchiveQuery
 from roost.storage.postgres import PostgresStorage
 from roost.testing import RunningServer, running_server
 from roost.testing.faultproxy import FaultProxy
@@ -42,6 +43,7 @@ from roost.testing.rawclient import RawClient, client_context
 from roost.testing.smclient import SMClient
 from roost.xmpp import ns
 from roost.xmpp.element import Element
+from roost.xmpp.parser import parse_element
 from tests.admin.conftest import run_cli
 
 pytestmark = pytest.mark.postgres
@@ -289,6 +291,14 @@ async def test_a_stalled_database_opens_the_gate_routing_goes_on_and_it_closes_w
     counts = await account_for_everything(rig, senders, live + offline, offline)
     print(f"stall: {counts}")
     assert counts["errored"] >= len(stalled) + len(gated)
+    # The archive writes refused while the store was gated were kept and written once it
+    # healed: every message the online users got, the stalled period's included, is in
+    # their archives.
+    await rig.server.eval("await server.modules['mam'].flush()")
+    for inbox in live:
+        page = await storage.query_archive(inbox.jid, ArchiveQuery(limit=1000))
+        archived = {parse_element(m.stanza).find_text("body") for m in page.messages}
+        assert set(inbox.bodies) <= archived, set(inbox.bodies) - archived
 
 
 async def test_reset_connections_open_the_gate_and_it_closes_when_healed(rig: Rig) -> None:

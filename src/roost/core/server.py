@@ -208,6 +208,12 @@ class Server:
         if self._stop_task is None and not self._stopping:
             self._stop_task = asyncio.get_running_loop().create_task(self.stop())
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began: background work should finish, not wait for better
+        times."""
+        return self._stopping
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 

@@ -59,6 +59,11 @@ their senders down (their sessions stop reading) instead of losing messages or m
 store that stalls completely lets the buffer reach ``MAX_BUFFERED``, past which messages go
 unarchived, without a stanza-id.
 
+A batch the store refuses (it failed, or its gate is open) goes back to the front of the
+buffer and is tried again after the gate's retry time or a doubling pause
+(:meth:`MamModule._retry_later`): the messages in it were delivered, and their owners will
+look for them. Only a stopping server gives such records up, with an error in the log.
+
 What waits in the buffer is what the stream-management contract does not need: a stanza is
 acknowledged to its sender (XEP-0198) once it was delivered to a live session or stored
 offline, which the router does before this module's record is written; the archive is the
@@ -86,6 +91,7 @@ an archive, and archive retention limits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -121,6 +127,8 @@ WINDOW: Final = 1.0  # seconds the writer gathers records at most before a stora
 TICK: Final = 0.1  # seconds without a new record after which the writer stops gathering
 BATCH: Final = 20_000  # records per storage call at most (one call holds the storage thread)
 HIGH_WATER: Final = 50_000  # records waiting for storage before messages wait for room
+RETRY_FIRST: Final = 0.5  # seconds before a failed archive write is tried again ...
+RETRY_MAX: Final = 30.0  # ... doubling up to this
 MAX_BUFFERED: Final = 200_000  # records waiting before new ones are refused (a stalled store)
 PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
 
@@ -263,7 +271,8 @@ class MamModule(Module):
         self._buffer: list[ArchiveRecord] = []
         self._writer: asyncio.Task[None] | None = None
         self._buffered = 0  # records ever buffered
-        self._written = 0  # records ever handed to storage (written or failed)
+        self._written = 0  # records ever written to storage (or given up when stopping)
+        self._failures = 0  # consecutive failed archive writes
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self._hurry = asyncio.Event()  # ends the writer's wait for more records
         self._room_made: asyncio.Future[None] | None = None  # set when the buffer shrinks
@@ -504,8 +513,11 @@ class MamModule(Module):
                 del buffer[:BATCH]
                 try:
                     await storage.archive_messages(batch)
-                except Exception:
-                    log.exception("failed to archive %d messages", len(batch))
+                except Exception as exc:
+                    if not await self._retry_later(batch, exc):
+                        continue
+                else:
+                    self._failures = 0
                 self._written += len(batch)
                 self._settle_flushes()
                 room = self._room_made
@@ -515,6 +527,45 @@ class MamModule(Module):
         finally:
             self._writer = None
             self._text_of, self._text = None, _NO_TEXT  # nothing more to share; let them go
+
+    async def _retry_later(self, batch: list[ArchiveRecord], exc: Exception) -> bool:
+        """A batch the store refused: put it back and wait before trying again (True: give
+        it up). A failing or gated store is a passing state, and these messages were
+        delivered: their senders were told so, and their owners expect them in the archive.
+        The wait follows the gate's retry time when the gate refused, else doubles from
+        ``RETRY_FIRST`` to ``RETRY_MAX``. Meanwhile records keep coming and the buffer's
+        ``HIGH_WATER`` slows their senders down, as for a slow store. Only a stopping server
+        gives records up, rather than stop never."""
+        from roost.gate import GateRejected
+
+        self._failures += 1
+        if self.server.stopping:
+            log.error("stopping with the store failing: %d messages left unarchived (%s)",
+                      len(batch), exc)  # fmt: skip
+            return True
+        self._buffer[:0] = batch
+        if isinstance(exc, GateRejected):
+            pause = max(RETRY_FIRST, exc.retry_after)
+        else:
+            pause = min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+        if self._failures == 1 or self._failures % 100 == 0:
+            log.warning("archiving %d messages failed (%s); trying again in %.1f s",
+                        len(batch), exc, pause)  # fmt: skip
+        # Queries flush first: while the store fails they go on (and most likely fail
+        # themselves) instead of waiting for it to recover.
+        for _target, future in self._flushes:
+            if not future.done():
+                future.set_result(None)
+        self._flushes = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + pause
+        hurry = self._hurry
+        hurry.clear()
+        # A stop cuts the wait short, and so does a flush (a query): it gets a fresh attempt.
+        while not self.server.stopping and not hurry.is_set() and loop.time() < until:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), min(TICK, until - loop.time()))
+        return False
 
     async def _gather(self) -> None:
         """Wait while records keep coming: per record, a big batch costs a fraction of a small
