@@ -344,3 +344,10 @@ class ServerConfig:
         "CA, administrator certificates only (`roost cluster issue --admin NAME`); needs "
         "cluster.node; empty: off",
     )
+    metrics_listen: str = option(
+        "",
+        key="metrics.listen",
+        doc="HOST:PORT of a Prometheus /metrics endpoint (sessions, connections, every gate "
+        "partition's state and counters); no authentication, so loopback or a monitoring "
+        "network only; port 0 picks a free one; empty: off",
+    )

@@ -46,6 +46,7 @@ from roost.storage import Storage, open_storage
 if TYPE_CHECKING:
     from roost.admin.reload import ConfigSource
     from roost.config.pipeline import LoadedConfig
+    from roost.core.metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Server:
         self._stop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.control = ControlChannel(self)
+        self.metrics: MetricsEndpoint | None = None  # with metrics.listen
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work that belongs to no session (a disconnect's presence broadcast, say).
@@ -169,6 +171,11 @@ class Server:
                     )
                 )
             await self.control.start()
+            if config.metrics_listen:
+                from roost.core.metrics import MetricsEndpoint  # prometheus-client: only if on
+
+                self.metrics = MetricsEndpoint(self)
+                self.metrics.start(config.metrics_listen)
         except BaseException:
             await self.stop()
             raise
@@ -229,6 +236,8 @@ class Server:
             self._stopped.set()
 
     async def _stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         self.control.stop_accepting()
         for listener in self.listeners:
             listener.stop_accepting()
