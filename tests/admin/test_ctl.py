@@ -460,7 +460,7 @@ async def test_bash_completion_completes_commands_actions_and_keys(
     assert _complete(script, ["roost", "ctl", "us"]) == ["user"]
     assert _complete(script, ["roost", "ctl", "user", ""]) == ["add", "del", "list", "passwd"]
     assert _complete(script, ["roost", "ctl", "--json", "config", "s"]) == ["set", "status"]
-    assert _complete(script, ["roost", "ctl", "config", "set", "limits.off"]) == [
+    assert _complete(script, ["roost", "ctl", "config", "set", "limits.offline_m"]) == [
         "limits.offline_messages"
     ]
     assert "--password" in _complete(script, ["roost", "ctl", "user", "add", "a@b", "--"])

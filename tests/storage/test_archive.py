@@ -339,3 +339,12 @@ async def test_prefs_are_none_until_set_then_round_trip_and_replace(storage: Sto
 async def test_prefs_of_an_unknown_account_cannot_be_set(storage: Storage) -> None:
     with pytest.raises(StorageError):
         await storage.set_archive_prefs(CAROL, ArchivePrefs("never"))
+
+
+async def test_expiry_removes_what_was_handled_before_the_limit(storage: Storage) -> None:
+    await create(storage, ALICE, BOB)
+    await storage.archive_messages([record(n) for n in range(5)] + [record(-1, owner=BOB)])
+    assert await storage.expire_archive(1002.0) == 3  # alice's 0 and 1, bob's one
+    assert ids(await storage.query_archive(ALICE, ArchiveQuery())) == numbered(2, 3, 4)
+    assert ids(await storage.query_archive(BOB, ArchiveQuery())) == []
+    assert await storage.expire_archive(1002.0) == 0  # idempotent

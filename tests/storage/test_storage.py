@@ -255,6 +255,19 @@ async def test_offline_messages_come_back_oldest_first(storage: Storage) -> None
     ]
 
 
+async def test_offline_expiry_removes_messages_stored_before_the_limit(
+    storage: Storage,
+) -> None:
+    await create(storage, ALICE, BOB)
+    for n in range(4):
+        await storage.store_offline(ALICE, f"<message id='{n}'/>", 1000.0 + n, sender=BOB)
+    await storage.store_offline(BOB, "<message id='b'/>", 1000.5, sender=ALICE)
+    assert await storage.expire_offline(1002.0) == 3  # alice's 0 and 1, bob's one
+    assert [m.stamp for m in await storage.fetch_offline(ALICE)] == [1002.0, 1003.0]
+    assert await storage.fetch_offline(BOB) == []
+    assert await storage.count_offline(ALICE) == 2
+
+
 async def test_offline_message_fields_round_trip(storage: Storage) -> None:
     await create(storage, ALICE)
     stanza = "<message><body>Grüße 👋 — 你好</body></message>"

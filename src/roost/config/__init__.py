@@ -174,6 +174,14 @@ class ServerConfig:
         runtime=True,
         minimum=0,
     )
+    offline_expire_after: float = option(
+        0.0,
+        key="limits.offline_expire_after",
+        doc="seconds an offline message is kept before it expires (checked hourly); 0 keeps "
+        "messages until their recipient comes back",
+        runtime=True,
+        minimum=0,
+    )
     sm_timeout: float = option(
         300.0,
         key="limits.resume_timeout",
@@ -224,6 +232,13 @@ class ServerConfig:
         doc="what is archived for users who set no preference (XEP-0313 §6)",
         runtime=True,
         choices=("always", "roster", "never"),
+    )
+    mam_expire_after: float = option(
+        0.0,
+        key="mam.expire_after",
+        doc="seconds archived messages are kept (checked hourly); 0 keeps them for ever",
+        runtime=True,
+        minimum=0,
     )
     gate_consecutive_failures: int = option(
         5,

@@ -12,6 +12,7 @@ instances, which keeps the load order explicit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -82,6 +83,20 @@ class Module:
         table = self.server.iq
         table.register(scope, xmlns, handler)
         self._undo.append(lambda: table.unregister(scope, xmlns, handler))
+
+    def every(self, interval: float, callback: Callable[[], object]) -> None:
+        """Call ``callback`` every ``interval`` seconds until the module stops (housekeeping
+        such as expiry; one timer, not a task)."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def tick() -> None:
+            nonlocal handle
+            handle = loop.call_later(interval, tick)
+            callback()
+
+        handle = loop.call_later(interval, tick)
+        self._undo.append(lambda: handle.cancel())
 
     def depends(self, name: str, cls: type[M]) -> M:
         """Another enabled module this one needs."""

@@ -176,6 +176,9 @@ class GatedStorage(Storage):
     async def delete_offline(self, jid: str, ids: list[int]) -> None:
         await self._call(self.inner.delete_offline, jid, ids)
 
+    async def expire_offline(self, before: float) -> int:
+        return await self._call(self.inner.expire_offline, before)
+
     # -- vCard-temp ------------------------------------------------------------------------
 
     async def get_vcard(self, jid: str) -> str | None:
@@ -211,3 +214,6 @@ class GatedStorage(Storage):
 
     async def set_archive_prefs(self, owner: str, prefs: ArchivePrefs) -> None:
         await self._call(self.inner.set_archive_prefs, owner, prefs)
+
+    async def expire_archive(self, before: float) -> int:
+        return await self._call(self.inner.expire_archive, before)

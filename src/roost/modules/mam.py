@@ -105,6 +105,7 @@ from roost.core.hooks import Stop
 from roost.core.iq import IQRequest, Scope
 from roost.core.module import Module, register_module
 from roost.modules import mam_protocol as wire
+from roost.modules.expiry import EXPIRY_INTERVAL, expire_before
 from roost.modules.roster import RosterModule
 from roost.storage.base import (
     ARCHIVE_SEQ_DIGITS,
@@ -290,6 +291,7 @@ class MamModule(Module):
         self.hook("c2s.inbound", self._outgoing, priority=90)
         self.hook("router.message", self._incoming, priority=90)
         self.iq(Scope.ACCOUNT, wire.MAM, self._on_iq)
+        self.every(EXPIRY_INTERVAL, self._expire_soon)
 
     def stop(self) -> None:
         super().stop()
@@ -684,3 +686,16 @@ class MamModule(Module):
         await self.server.storage.set_archive_prefs(owner, prefs)
         self._remember(owner, prefs)
         return request.result(wire.prefs_element(prefs))
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def _expire_soon(self) -> None:
+        if self.server.config.mam_expire_after > 0:
+            self.server.spawn(self.expire())
+
+    async def expire(self, now: float | None = None) -> int:
+        """Remove messages older than ``mam.expire_after`` (none when it is 0); how many."""
+        storage = self.server.storage
+        return await expire_before(
+            self.server.config.mam_expire_after, storage.expire_archive, "archive", now
+        )

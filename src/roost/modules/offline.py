@@ -19,6 +19,7 @@ after they were written to the client's stream.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from roost.c2s.session import C2SSession
 from roost.core.hooks import Stop
 from roost.core.module import Module, register_module
 from roost.gate.storage import storage_stanza_error
+from roost.modules.expiry import EXPIRY_INTERVAL, expire_before
 from roost.storage.base import StorageError
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
@@ -57,6 +59,9 @@ def storable(stanza: Element) -> bool:
     return has_content
 
 
+log = logging.getLogger(__name__)
+
+
 @register_module
 class OfflineModule(Module):
     name = "offline"
@@ -65,6 +70,7 @@ class OfflineModule(Module):
     def start(self) -> None:
         self.hook("router.offline", self._store)
         self.hook("c2s.available", self._on_available)
+        self.every(EXPIRY_INTERVAL, self._expire_soon)
 
     def _store(self, stanza: Element, to: JID) -> Any:
         if not storable(stanza):
@@ -137,6 +143,19 @@ class OfflineModule(Module):
                     break
         finally:
             session.release()
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def _expire_soon(self) -> None:
+        if self.server.config.offline_expire_after > 0:
+            self.server.spawn(self.expire())
+
+    async def expire(self, now: float | None = None) -> int:
+        """Remove messages older than ``limits.offline_expire_after`` (none when 0); how many."""
+        storage = self.server.storage
+        return await expire_before(
+            self.server.config.offline_expire_after, storage.expire_offline, "offline", now
+        )
 
 
 async def _awaited(awaitable: Awaitable[Any] | None) -> None:

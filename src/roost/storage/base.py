@@ -156,6 +156,11 @@ class Storage(abc.ABC):
     async def delete_offline(self, jid: str, ids: list[int]) -> None:
         """Remove delivered messages."""
 
+    @abc.abstractmethod
+    async def expire_offline(self, before: float) -> int:
+        """Remove every user's offline messages stored before ``before`` (POSIX time); how
+        many were removed (the expiry policy, ``limits.offline_expire_after``)."""
+
     # -- vCard-temp ------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -214,6 +219,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def set_archive_prefs(self, owner: str, prefs: ArchivePrefs) -> None:
         """Replace the owner's archiving preferences (StorageError when no such account)."""
+
+    @abc.abstractmethod
+    async def expire_archive(self, before: float) -> int:
+        """Remove every archived message handled before ``before`` (POSIX time); how many
+        (the expiry policy, ``mam.expire_after``)."""
 
 
 # -- message archive records -----------------------------------------------------------------

@@ -433,6 +433,11 @@ class PostgresStorage(Storage):
             for id, stanza, stamp, sender in rows
         ]
 
+    async def expire_offline(self, before: float) -> int:
+        async with self._connection("expire_offline") as connection:
+            status = await connection.execute("DELETE FROM offline WHERE stamp < $1", before)
+        return _deleted(status)
+
     async def delete_offline(self, jid: str, ids: list[int]) -> None:
         if not ids:
             return
@@ -528,6 +533,14 @@ class PostgresStorage(Storage):
             return None
         default, always, never = row
         return ArchivePrefs(str(default), tuple(always), tuple(never))
+
+    async def expire_archive(self, before: float) -> int:
+        async with self._connection("expire_archive") as connection:
+            # seq is the handling time in microseconds: the primary key serves the range.
+            status = await connection.execute(
+                "DELETE FROM archive WHERE seq < $1", round(before * 1_000_000)
+            )
+        return _deleted(status)
 
     async def set_archive_prefs(self, owner: str, prefs: ArchivePrefs) -> None:
         async with self._connection(f"set_archive_prefs {owner}") as connection:
@@ -638,3 +651,8 @@ def _roster_item(row: Sequence[Any]) -> RosterItem:
         pending_in_stanza=stanza,
         in_roster=bool(in_roster),
     )
+
+
+def _deleted(status: str) -> int:
+    """The row count of a ``DELETE n`` command status."""
+    return int(status.rsplit(" ", 1)[-1])

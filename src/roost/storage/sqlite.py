@@ -171,6 +171,9 @@ class SQLiteStorage(Storage):
     async def delete_offline(self, jid: str, ids: list[int]) -> None:
         await self._write(_delete_offline, jid, list(ids))
 
+    async def expire_offline(self, before: float) -> int:
+        return await self._write(_expire_offline, "", before)
+
     # -- vCard-temp --------------------------------------------------------------------------
 
     async def get_vcard(self, jid: str) -> str | None:
@@ -207,6 +210,9 @@ class SQLiteStorage(Storage):
 
     async def set_archive_prefs(self, owner: str, prefs: ArchivePrefs) -> None:
         await self._write(archive.set_prefs, owner, prefs)
+
+    async def expire_archive(self, before: float) -> int:
+        return await self._write(archive.expire, "", before)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -516,6 +522,10 @@ def _delete_offline(connection: sqlite3.Connection, owner: str, ids: list[int]) 
     connection.executemany(
         "DELETE FROM offline WHERE owner = ? AND id = ?", [(owner, id) for id in ids]
     )
+
+
+def _expire_offline(connection: sqlite3.Connection, _: str, before: float) -> int:
+    return connection.execute("DELETE FROM offline WHERE stamp < ?", (before,)).rowcount
 
 
 def _get_vcard(connection: sqlite3.Connection, owner: str) -> str | None:

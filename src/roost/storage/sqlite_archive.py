@@ -165,3 +165,8 @@ def set_prefs(connection: sqlite3.Connection, owner: str, prefs: ArchivePrefs) -
             json.dumps(list(prefs.never), ensure_ascii=False),
         ),
     )
+
+
+def expire(connection: sqlite3.Connection, _: str, before: float) -> int:
+    # seq is the handling time in microseconds: the primary key is the expiry index too.
+    return connection.execute("DELETE FROM archive WHERE seq < ?", (_micros(before),)).rowcount
