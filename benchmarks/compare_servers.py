@@ -38,7 +38,7 @@ from benchmarks.compare_peer import (
     run,
 )
 from benchmarks.compare_pyjabber import PyJabber
-from benchmarks.harness import ROOT, SERVER_CORE, taskset
+from benchmarks.harness import ROOT, SERVER_CORE, roost_command, taskset
 
 VHOST = "localhost"
 
@@ -103,25 +103,7 @@ class Roost(Peer):
 
     def start(self, directory: Path) -> Running:
         port = free_port()
-        command = [
-            *taskset(SERVER_CORE),
-            sys.executable,
-            "-m",
-            "roost",
-            "up",
-            "--data-dir",
-            str(directory / "data"),
-            "--c2s-port",
-            str(port),
-            "--c2s-tls-port",
-            "-1",
-            "--websocket-port",
-            "-1",
-            "--allow-plaintext",
-            "--registration",
-            "--log-level",
-            "warning",
-        ]
+        command = roost_command(directory / "data", port)
         env = {"PYTHONPATH": Roost.pythonpath} if Roost.pythonpath else None
         self.record(command, env, PORT=str(port))
         return launch(self.name, command, port, directory / "roost.log", cwd=ROOT, env=env)

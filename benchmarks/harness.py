@@ -57,11 +57,10 @@ class Server:
                 self.process.wait()
 
 
-def start_roost(
-    data_dir: Path, port: int = 15222, *, extra: list[str] | None = None, pinned: bool = True
-) -> Server:
-    """``roost up`` with plaintext logins allowed (benchmarks measure XMPP, not TLS setup)."""
-    command = [
+def roost_command(data_dir: Path, port: int, *, pinned: bool = True) -> list[str]:
+    """``roost up`` as every benchmark runs it: plaintext logins allowed and registration open
+    (benchmarks measure XMPP, not TLS set-up), no direct TLS or WebSocket listener."""
+    return [
         *(taskset(SERVER_CORE) if pinned else []),
         sys.executable,
         "-m",
@@ -79,8 +78,14 @@ def start_roost(
         "--registration",
         "--log-level",
         "warning",
-        *(extra or []),
     ]
+
+
+def start_roost(
+    data_dir: Path, port: int = 15222, *, extra: list[str] | None = None, pinned: bool = True
+) -> Server:
+    """Start ``roost up`` (:func:`roost_command`) and wait for its ready line."""
+    command = [*roost_command(data_dir, port, pinned=pinned), *(extra or [])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
     assert process.stdout is not None
     line = process.stdout.readline().decode()
