@@ -38,8 +38,9 @@ from typing import Any, Final
 
 from roost.bench.load.client import Client
 from roost.bench.load.config import LoadConfig
+from roost.bench.load.pacer import Pacer
 from roost.bench.load.scan import attribute, error_condition, find_child, tag_end
-from roost.bench.load.scenarios import Pacer, Scenario, per_second
+from roost.bench.load.scenarios import Scenario, per_second
 from roost.bench.load.stats import Counts, Latency
 
 _ROSTER_ID: Final = "lg-roster"

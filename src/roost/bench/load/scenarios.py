@@ -21,9 +21,10 @@ an error. What is still in flight after the drain is ``lost``.
   one when one of its messages is delivered (or bounces). Throughput is what the server
   sustains at that concurrency.
 * Open loop (``rate``): a pacer sends at a fixed rate, round-robin over the online clients,
-  whatever the server does. A message sent late is stamped with the time it was *due* (see
-  :class:`Pacer`), so that latency includes the delay; if the pacer falls behind (a send more
-  than 100 ms after it was due, or under 95% of the rate achieved) the result says so.
+  whatever the server does. Every message is stamped with the time it was *due* (see
+  :mod:`roost.bench.load.pacer`), so that latency includes any delay in sending it; if the
+  pacer falls behind (a send more than 100 ms after it was due, or under 95% of the rate
+  achieved) the result says so.
 
 **presence**: see :mod:`roost.bench.load.presence`.
 """
@@ -36,17 +37,14 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from roost.bench.load.client import Client
 from roost.bench.load.config import LoadConfig
+from roost.bench.load.pacer import Pacer
 from roost.bench.load.scan import attribute, error_condition
 from roost.bench.load.shared import Handler
 from roost.bench.load.stats import Counts, Latency
-
-TICK: Final = 0.001  # the pacer's shortest sleep
-BEHIND_S: Final = 0.1  # a send this late marks the open loop as fallen behind...
-BEHIND_RATE: Final = 0.95  # ...as does achieving less than this share of the target rate
 
 
 class Scenario(Handler):
@@ -183,7 +181,7 @@ class Scenario(Handler):
                 turn = turn + 1 if turn + 1 < len(online) else 0
                 send(online[turn], stamp_ns)
 
-            task = asyncio.ensure_future(pacer.run(self, paced, config.duration))
+            task = asyncio.ensure_future(pacer.run(lambda: self.sending, paced, config.duration))
             try:
                 await self._wait(config.duration, self.stopped, self.gone, self.limit)
             finally:
@@ -205,61 +203,6 @@ class Scenario(Handler):
         if peer is sender:
             peer = online[at + 1 if at + 1 < size else 0]
         return peer
-
-
-class Pacer:
-    """Open loop: calls ``send(i, stamp_ns)`` ``rate`` times a second until stopped.
-
-    The pacer wakes at most once a millisecond (shorter sleeps do not sleep at all on
-    uvloop, and would spin) and sends every message due by then. A message goes out stamped
-    with its due time when it is more than :data:`TICK` late, so that a stall of the generator
-    or of the server shows in the latency; within a tick it is stamped with the moment it is
-    sent, so that the timer's granularity does not.
-    """
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.sent = 0
-        self.max_lag = 0.0
-        self.elapsed = 0.0
-
-    async def run(
-        self, scenario: Scenario, send: Callable[[int, int], None], duration: float
-    ) -> None:
-        interval = 1e9 / self.rate  # ns
-        tick = round(TICK * 1e9)
-        start = time.monotonic_ns()
-        end = start + round(duration * 1e9)
-        while scenario.sending:
-            now = time.monotonic_ns()
-            if now >= end:
-                break
-            due = int((now - start) / interval) + 1 - self.sent
-            if due > 0:
-                lag = (now - start - self.sent * interval) / 1e9
-                if lag > self.max_lag:
-                    self.max_lag = lag
-                for _ in range(due):
-                    meant = start + round(self.sent * interval)
-                    send(self.sent, now if now - meant <= tick else meant)
-                    self.sent += 1
-                    if not scenario.sending:
-                        break
-            delay = (start + self.sent * interval - time.monotonic_ns()) / 1e9
-            await asyncio.sleep(max(delay, TICK))
-        self.elapsed = (time.monotonic_ns() - start) / 1e9
-
-    def summary(self) -> dict[str, Any]:
-        achieved = self.sent / self.elapsed if self.elapsed > 0 else 0.0
-        behind = self.max_lag > BEHIND_S or (
-            self.elapsed > 1 and achieved < BEHIND_RATE * self.rate
-        )
-        return {
-            "target_rate": self.rate,
-            "achieved_rate": round(achieved, 1),
-            "max_lag_ms": round(self.max_lag * 1000, 1),
-            "fell_behind": behind,
-        }
 
 
 class Idle(Scenario):
