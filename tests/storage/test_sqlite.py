@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import stat
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from roost.storage import RosterItem, ScramCredentials, StorageError, migrations, open_storage
 from roost.storage.sqlite import SQLiteStorage, _statements
+from roost.storage.sqlite_thread import THREAD_NICE
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -338,3 +341,16 @@ async def test_a_failed_open_stops_the_thread(tmp_path: Path) -> None:
         await store.open()
     assert not store._worker.alive
     assert not [t for t in threading.enumerate() if t.name.startswith("roost-sqlite:")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_the_storage_thread_runs_below_the_event_loops_priority(
+    store: SQLiteStorage,
+) -> None:
+    (thread,) = [t for t in threading.enumerate() if t.name.startswith("roost-sqlite")]
+    assert thread.native_id is not None
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    theirs = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+    assert theirs == min(19, mine + THREAD_NICE)
+    await store.create_user(ALICE, [])  # and it still works
+    assert await store.user_exists(ALICE)

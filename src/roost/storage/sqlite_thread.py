@@ -17,6 +17,14 @@ knows nothing of roost's schema. How it works:
 - Results are delivered after the ``COMMIT`` succeeded, grouped per event loop into a single
   ``call_soon_threadsafe``, so that an answered write is durable. A failed commit fails every
   operation of its transaction.
+- The thread runs at a lower CPU priority than the process (``THREAD_NICE``, Linux only). On
+  a core it shares with the event loop, a batch of archive writes (tens of milliseconds of
+  SQLite work) otherwise takes the core in scheduler slices while messages wait: the 99th
+  percentile of message latency at 2,000 messages/s went from about 1.5 ms to 4 ms with
+  archiving on. With a lower priority the loop preempts the thread as soon as a socket is
+  readable, and the thread uses what the loop leaves. Under a loop that is never idle the
+  thread still gets about a tenth of the core, and the archive's high-water mark slows
+  senders down rather than letting writes fall behind without bound.
 - Opening and closing the connection are control operations: they run alone, outside any
   transaction, after everything submitted before them. Closing is the thread's last operation.
 
@@ -29,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import queue
 import sqlite3
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +50,9 @@ from typing import Any, TypeVar
 from roost.storage.base import StorageError
 
 _T = TypeVar("_T")
+
+# Added to the storage thread's nice value (CFS weight 110 against the loop's 1024).
+THREAD_NICE = 10
 
 
 @dataclass(slots=True)
@@ -190,6 +203,7 @@ class StorageThread:
 
     def _serve(self) -> None:
         """The thread's body: take every waiting batch and run it, until told to stop."""
+        _lower_priority()
         stopped = False
         while not stopped:
             batch = self._requests.get()
@@ -328,3 +342,19 @@ def roll_back(connection: sqlite3.Connection) -> None:
             connection.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # the transaction is gone either way; the error that caused this is reported
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority by :data:`THREAD_NICE` (see the module doc).
+
+    Linux only: there a thread's nice value is its own (``setpriority`` on its thread id);
+    elsewhere it would change the whole process, so nothing is done.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + THREAD_NICE))
+    except OSError:  # a sandbox may refuse it; the thread works the same, only less politely
+        pass
