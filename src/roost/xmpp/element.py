@@ -11,6 +11,10 @@ an ``xmlns`` declaration only where an element's namespace differs from its pare
 stanza in ``jabber:client`` serializes inside a client stream without any declaration.
 Attributes in the XML namespace are keyed ``xml:lang``; other namespaced attributes use Clark
 notation (``{uri}name``) and get generated prefixes when serialized.
+
+:class:`KnownText` is an element that already has its text, when that text is at hand (a
+stanza another cluster node serialized and this one parsed): written unchanged, it costs no
+tree walk.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Final
 
 from roost.xmpp import ns
 
-__all__ = ["Element", "escape_attr", "escape_text"]
+__all__ = ["Element", "KnownText", "escape_attr", "escape_text"]
 
 _XML_PREFIX: Final = "xml:"
 
@@ -250,6 +254,41 @@ class Element:
         if len(text) > 200:
             text = text[:197] + "..."
         return f"<Element {{{self.xmlns}}}{self.name} {text}>"
+
+
+class KnownText(Element):
+    """An element that has its text already: ``to_str`` returns it while it still holds.
+
+    Made from a parsed element and the text it was parsed from, read as a child of a stream
+    whose default namespace is ``parent_xmlns`` (a stanza that another cluster node serialized
+    with this module and this node parsed; :mod:`roost.cluster.forwarding`). The element takes
+    over the parsed one's attributes and children and keeps copies of both as they were.
+    ``to_str`` returns the text under that same parent namespace, as long as the attributes and
+    the list of children are still equal to the copies (the children are the same objects, so
+    the comparison stops at identity: two shallow compares); otherwise, after any change or
+    under another parent, it walks the tree the ordinary way. A change made in place inside a
+    child element is not seen: code that changes a stanza it did not make works on a copy
+    (``copy`` and ``shallow_copy`` return plain elements). The MAM module's stamped copies check
+    the same way.
+    """
+
+    __slots__ = ("_attrs_then", "_children_then", "_parent", "_text")
+
+    def __init__(self, element: Element, text: str, parent_xmlns: str = ns.CLIENT) -> None:
+        super().__init__(element.name, element.xmlns, element.attrs, element.children)
+        self._text = text
+        self._parent = parent_xmlns
+        self._attrs_then = element.attrs.copy()
+        self._children_then = element.children.copy()
+
+    def to_str(self, parent_xmlns: str = ns.CLIENT) -> str:
+        if (
+            parent_xmlns == self._parent
+            and self.attrs == self._attrs_then
+            and self.children == self._children_then
+        ):
+            return self._text
+        return super().to_str(parent_xmlns)
 
 
 def _normal_children(children: list[Element | str]) -> list[Element | str]:
