@@ -106,16 +106,14 @@ class StanzaReader:
             self._parser = None  # after this text
         try:
             events = parser.feed(data)
-        except StreamError:
-            self._parser = None
+            if len(events) != 1 or not parser.at_boundary:
+                raise StreamError("not-well-formed", "expected exactly one element")
+            element = events[0]
+            if not isinstance(element, Element):
+                raise StreamError("not-well-formed", "expected an element")
+        except BaseException:
+            self._parser = None  # whatever state it is in, the next text starts afresh
             raise
-        if len(events) != 1 or not parser.at_boundary:
-            self._parser = None
-            raise StreamError("not-well-formed", "expected exactly one element")
-        element = events[0]
-        if not isinstance(element, Element):
-            self._parser = None
-            raise StreamError("not-well-formed", "expected an element")
         return KnownText(element, text)
 
 
