@@ -67,7 +67,7 @@ from roost.storage.base import (
     Storage,
     StorageError,
 )
-from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_columns, query_archive
+from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_rows, query_archive
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -502,7 +502,7 @@ class PostgresStorage(Storage):
     async def archive_messages(self, records: list[ArchiveRecord]) -> None:
         if not records:
             return
-        columns = archive_columns(records)
+        rows = archive_rows(records)
         async with self._connection(f"archive_messages ({len(records)})") as connection:
             # An account deleted between the statement's snapshot (EXISTS says it is there)
             # and its foreign key check fails the statement; the next attempt's snapshot no
@@ -510,7 +510,7 @@ class PostgresStorage(Storage):
             # accounts keep being deleted under it; three bound it.
             for attempt in range(3):
                 try:
-                    await connection.execute(ARCHIVE_INSERT, *columns)
+                    await connection.execute(ARCHIVE_INSERT, rows)
                     return
                 except asyncpg.ForeignKeyViolationError:
                     if attempt == 2:
