@@ -345,9 +345,9 @@ async def test_a_failed_open_stops_the_thread(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 async def test_the_storage_thread_runs_below_the_event_loops_priority(
-    store: SQLiteStorage,
+    store: SQLiteStorage, path: Path
 ) -> None:
-    (thread,) = [t for t in threading.enumerate() if t.name.startswith("roost-sqlite")]
+    (thread,) = [t for t in threading.enumerate() if t.name == f"roost-sqlite:{path}"]
     assert thread.native_id is not None
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     theirs = os.getpriority(os.PRIO_PROCESS, thread.native_id)
