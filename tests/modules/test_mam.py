@@ -10,8 +10,9 @@ import pytest
 from roost.config import ServerConfig
 from roost.gate.storage import GatedStorage
 from roost.modules import mam as mam_module
-from roost.modules.mam import MamModule, _Stamped
+from roost.modules.mam import MamModule
 from roost.modules.mam_protocol import SID
+from roost.modules.mam_records import Stamped
 from roost.storage.base import ArchiveQuery
 from roost.storage.sqlite import SQLiteStorage
 from roost.testing import RunningServer, running_server
@@ -172,13 +173,13 @@ def routed() -> Element:
     )
 
 
-def stamped(stanza: Element) -> tuple[_Stamped, Element]:
+def stamped(stanza: Element) -> tuple[Stamped, Element]:
     """The delivered copy as the module makes it, and the same made the ordinary way."""
     text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
     sid = Element("stanza-id", SID, {"by": "bob@localhost", "id": "0123456789abcdef"})
     ordinary = stanza.shallow_copy()
     ordinary.children.append(sid)
-    return _Stamped(stanza, sid, text), ordinary
+    return Stamped(stanza, sid, text), ordinary
 
 
 def test_the_delivered_copy_is_the_archived_text_with_the_stanza_id_spliced_in() -> None:
@@ -223,6 +224,6 @@ def test_a_message_changed_after_it_was_archived_is_delivered_as_it_is() -> None
     stanza.attrs["id"] = "changed"
     stanza.children.append(Element("thread", ns.CLIENT, None, ["t1"]))
     sid = Element("stanza-id", SID, {"by": "bob@localhost", "id": "0123456789abcdef"})
-    delivered = _Stamped(stanza, sid, text)
+    delivered = Stamped(stanza, sid, text)
     assert delivered.to_str() == Element.to_str(delivered)
     assert "id='changed'" in delivered.to_str()

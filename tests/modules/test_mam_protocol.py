@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from roost.modules.mam import ArchiveIds
 from roost.modules.mam_protocol import (
     MAM,
     ParsedQuery,
@@ -19,6 +18,7 @@ from roost.modules.mam_protocol import (
     prefs_element,
     query_form,
 )
+from roost.modules.mam_records import ArchiveIds
 from roost.storage.base import ArchivedMessage, ArchivePrefs, ArchiveQuery, archive_id_seq
 from roost.xmpp.errors import StanzaError
 from roost.xmpp.forms import DATA_FORMS, Field, Form, FormError, parse_form

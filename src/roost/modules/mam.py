@@ -92,11 +92,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
-import secrets
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -106,16 +102,16 @@ from roost.core.iq import IQRequest, Scope
 from roost.core.module import Module, register_module
 from roost.modules import mam_protocol as wire
 from roost.modules.expiry import EXPIRY_INTERVAL, expire_before
+from roost.modules.mam_records import NO_TEXT, ArchiveIds, SerializedText, Stamped, inspect_message
 from roost.modules.roster import RosterModule
 from roost.storage.base import (
-    ARCHIVE_SEQ_DIGITS,
     ArchivePrefs,
     ArchiveQuery,
     ArchiveRecord,
     UnknownArchiveId,
 )
-from roost.xmpp import errors, ns
-from roost.xmpp.element import Element, escape_attr
+from roost.xmpp import errors
+from roost.xmpp.element import Element
 from roost.xmpp.jid import JID, InvalidJID, parse_jid
 
 if TYPE_CHECKING:
@@ -133,114 +129,8 @@ RETRY_MAX: Final = 30.0  # ... doubling up to this
 MAX_BUFFERED: Final = 200_000  # records waiting before new ones are refused (a stalled store)
 PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
 
-HINTS: Final = "urn:xmpp:hints"  # XEP-0334
-_NO_STORE: Final = frozenset({"no-store", "no-permanent-store"})
 _ARCHIVED_TYPES: Final = frozenset({"chat", "normal"})
 _ALWAYS: Final = ArchivePrefs("always")
-
-
-class ArchiveIds:
-    """Archive seqs and ids: strictly increasing, unguessable, recognisable (see above)."""
-
-    __slots__ = ("_keyed", "_last")
-
-    LENGTH: Final = ARCHIVE_SEQ_DIGITS + 12
-
-    def __init__(self, key: bytes | None = None) -> None:
-        key = key if key is not None else secrets.token_bytes(32)
-        # Copying a keyed hash is cheaper than keying a new one for every id.
-        self._keyed = hashlib.blake2b(key=key, digest_size=6)
-        self._last = 0
-
-    def advance(self, seq: int) -> None:
-        """Hand out only seqs above ``seq`` from now on (the last one stored)."""
-        self._last = max(self._last, seq)
-
-    def next(self, owner: str) -> tuple[str, int]:
-        """A new id and seq (microseconds since the epoch) for a message of ``owner``."""
-        seq = time.time_ns() // 1000
-        if seq <= self._last:
-            seq = self._last + 1  # two in one microsecond, or the clock stepped back
-        self._last = seq
-        head = f"{seq:013x}"
-        return head + self._tag(head, owner), seq
-
-    def issued(self, archive_id: str, owner: str) -> bool:
-        """Whether this node issued ``archive_id`` for ``owner``'s archive."""
-        if len(archive_id) != self.LENGTH:
-            return False
-        head = archive_id[:ARCHIVE_SEQ_DIGITS]
-        return hmac.compare_digest(archive_id[ARCHIVE_SEQ_DIGITS:], self._tag(head, owner))
-
-    def _tag(self, head: str, owner: str) -> str:
-        keyed = self._keyed.copy()
-        keyed.update((head + owner).encode())
-        return keyed.hexdigest()
-
-
-# A message serialized, with the attributes and children it had then (copies).
-_Text = tuple[str, dict[str, str], list[Element | str]]
-_NO_TEXT: _Text = ("", {}, [])
-
-
-class _Stamped(Element):
-    """The recipient's copy as delivered: the routed message with its stanza-id appended.
-
-    Its text is the archived text of the message with the stanza-id written before the closing
-    tag, so the message is serialized once, for the archive, rather than again for the wire
-    (``Element._write`` walks the whole tree; this splices strings). It checks first that it
-    is still what that text was made from (the attributes and children then, and the stanza-id
-    last), and serializes the ordinary way otherwise, or inside another element.
-    """
-
-    __slots__ = ("_attrs_then", "_children_then", "_sid", "_text")
-
-    def __init__(self, stanza: Element, sid: Element, text: _Text) -> None:
-        super().__init__(stanza.name, stanza.xmlns, dict(stanza.attrs), [*stanza.children, sid])
-        self._sid = sid
-        self._text, self._attrs_then, self._children_then = text
-
-    def to_str(self, parent_xmlns: str = ns.CLIENT) -> str:
-        children = self.children
-        sid = self._sid
-        attrs = sid.attrs
-        close = "</" + self.name + ">"
-        text = self._text
-        if (
-            parent_xmlns == ns.CLIENT
-            and children
-            and children[-1] is sid
-            and self.attrs == self._attrs_then
-            and children[:-1] == self._children_then
-            and text.endswith(close)
-            and tuple(attrs) == ("by", "id")
-            and not sid.children
-            and self.xmlns != wire.SID
-        ):
-            # What Element._write makes of the stanza-id, without walking it.
-            by, archive_id = escape_attr(attrs["by"]), escape_attr(attrs["id"])
-            stamp = f"<stanza-id xmlns='{wire.SID}' by='{by}' id='{archive_id}'/>"
-            return text[: -len(close)] + stamp + close
-        return super().to_str(parent_xmlns)
-
-
-def _inspect(stanza: Element) -> tuple[bool, bool]:
-    """(whether the message is worth archiving, whether it carries a stanza-id)."""
-    body = False
-    sid = False
-    for child in stanza.children:
-        if type(child) is not Element:
-            continue
-        xmlns = child.xmlns
-        if xmlns == ns.CLIENT:
-            if child.name == "body":
-                body = True
-        elif xmlns == HINTS:
-            if child.name in _NO_STORE:
-                return False, sid
-        elif xmlns == wire.SID and child.name == "stanza-id":
-            sid = True
-    return body, sid
 
 
 @register_module
@@ -265,9 +155,9 @@ class MamModule(Module):
         # so that the id is not reused meanwhile).
         self._passing: dict[int, Element] = {}
         # The last stanza serialized: the sender's and the recipient's copy share the text,
-        # and the recipient's copy as delivered is made from it (_Stamped).
+        # and the recipient's copy as delivered is made from it (Stamped).
         self._text_of: Element | None = None
-        self._text: _Text = _NO_TEXT
+        self._text: SerializedText = NO_TEXT
         # The write buffer and its bookkeeping.
         self._buffer: list[ArchiveRecord] = []
         self._writer: asyncio.Task[None] | None = None
@@ -310,7 +200,7 @@ class MamModule(Module):
         if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
             return stanza
         to_attr = attrs.get("to")
-        if to_attr is None or not _inspect(stanza)[0]:
+        if to_attr is None or not inspect_message(stanza)[0]:
             return stanza
         try:
             to = parse_jid(to_attr)
@@ -340,7 +230,7 @@ class MamModule(Module):
         attrs = stanza.attrs
         if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
             return stanza
-        archivable, has_sid = _inspect(stanza)
+        archivable, has_sid = inspect_message(stanza)
         if not archivable:
             return stanza
         owner = to.bare_str
@@ -374,7 +264,7 @@ class MamModule(Module):
         if archive_id is None:
             return stanza
         # _record made self._text from this stanza.
-        return _Stamped(
+        return Stamped(
             stanza, Element("stanza-id", wire.SID, {"by": owner, "id": archive_id}), self._text
         )
 
@@ -528,7 +418,7 @@ class MamModule(Module):
                     room.set_result(None)
         finally:
             self._writer = None
-            self._text_of, self._text = None, _NO_TEXT  # nothing more to share; let them go
+            self._text_of, self._text = None, NO_TEXT  # nothing more to share; let them go
 
     async def _retry_later(self, batch: list[ArchiveRecord], exc: Exception) -> bool:
         """A batch the store refused: put it back and wait before trying again (True: give
