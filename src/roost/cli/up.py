@@ -178,10 +178,11 @@ def run(args: argparse.Namespace) -> int:
 # thousands of sessions, a young collection every 700 container allocations promotes objects
 # that are merely in flight (a stanza being routed, an archive record waiting for its batch) to
 # the older generations, whose collections then walk every session's objects: at 2,000
-# messages/s they showed up as stalls of 2-40 ms and put the 99th percentile of latency at 4 ms.
-# A young generation of 50,000 lets in-flight objects die young; measured, no older collection
-# ran during a 20 s run, and p99 fell to 1.0-1.8 ms (docs/benchmarks.md). Cycles are still
-# collected, a little later, costing a little memory.
+# messages/s they showed up as stalls of 2-60 ms (timed with gc.callbacks) and, with the
+# archive's writes, put the 99th percentile of latency at 4 ms. A young generation of 50,000
+# lets in-flight objects die young: measured, no older collection ran during a 20 s run, and
+# with the storage thread's lower priority p99 fell to 0.7-1.3 ms (docs/benchmarks.md), with
+# no change in throughput. Cycles are still collected, a little later, costing a little memory.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
