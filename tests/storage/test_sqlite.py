@@ -354,3 +354,16 @@ async def test_the_storage_thread_runs_below_the_event_loops_priority(
     assert theirs == min(19, mine + THREAD_NICE)
     await store.create_user(ALICE, [])  # and it still works
     assert await store.user_exists(ALICE)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_a_thread_nice_of_zero_keeps_the_processs_priority(path: Path) -> None:
+    store = SQLiteStorage(path, thread_nice=0)
+    await store.open()
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == f"roost-sqlite:{path}"]
+        assert thread.native_id is not None
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == mine
+    finally:
+        await store.close()

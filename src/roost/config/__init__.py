@@ -53,6 +53,14 @@ class ServerConfig:
         "`roost storage migrate --to URL` copies an SQLite store into it",
         secret=True,
     )
+    storage_thread_nice: int = option(
+        10,
+        key="storage.thread_nice",
+        doc="added to the SQLite storage thread's nice value (Linux), so that archive writes "
+        "give way to the event loop on a shared core; 0 keeps the process's priority",
+        minimum=0,
+        maximum=19,
+    )
     host: str = option("127.0.0.1", key="c2s.host", doc="address the client listeners bind")
     c2s_port: int = option(
         5222,

@@ -70,7 +70,11 @@ class Server:
         # Every call to a dependency passes its gate (roost.gate); the store's is "storage".
         self.gates = Gates(policy_of(config), node=config.cluster_node or "")
         if storage is None:
-            storage = open_storage(config.data_dir, url=config.storage_url)
+            storage = open_storage(
+                config.data_dir,
+                url=config.storage_url,
+                thread_nice=config.storage_thread_nice,
+            )
         backend = storage
         if not isinstance(backend, GatedStorage):
             backend = GatedStorage(backend, self.gates.gate(STORAGE_GATE))

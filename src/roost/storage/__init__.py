@@ -31,13 +31,14 @@ __all__ = [
 DATABASE_FILE = "roost.db"
 
 
-def open_storage(data_dir: Path, *, url: str | None = None) -> Storage:
+def open_storage(data_dir: Path, *, url: str | None = None, thread_nice: int = 10) -> Storage:
     """The store of a deployment whose data lives in ``data_dir``, not yet opened.
 
     With a ``url`` (the ``storage.url`` setting, ``postgresql://...``), the PostgreSQL database
     it names; without one, SQLite in ``data_dir``, which is created, readable by its owner only
     (it holds credentials), when missing. Raises :class:`StorageError` for a URL of another
-    kind.
+    kind. ``thread_nice`` is the SQLite storage thread's priority offset (the
+    ``storage.thread_nice`` setting; see :mod:`roost.storage.sqlite_thread`).
     """
     if url:
         from roost.storage.postgres import URL_SCHEMES, PostgresStorage, redact_url
@@ -50,4 +51,4 @@ def open_storage(data_dir: Path, *, url: str | None = None) -> Storage:
             )
         return PostgresStorage(url)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return SQLiteStorage(data_dir / DATABASE_FILE)
+    return SQLiteStorage(data_dir / DATABASE_FILE, thread_nice=thread_nice)

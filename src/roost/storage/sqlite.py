@@ -77,7 +77,7 @@ from roost.storage.base import (
     Storage,
     StorageError,
 )
-from roost.storage.sqlite_thread import SQLiteStatistics, StorageThread, roll_back
+from roost.storage.sqlite_thread import THREAD_NICE, SQLiteStatistics, StorageThread, roll_back
 
 __all__ = ["SQLiteStatistics", "SQLiteStorage"]
 
@@ -98,10 +98,12 @@ class SQLiteStorage(Storage):
 
     name = "sqlite"
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout: float = 5.0, thread_nice: int = THREAD_NICE
+    ) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
-        self._worker = StorageThread(str(path), self._connect, _disconnect)
+        self._worker = StorageThread(str(path), self._connect, _disconnect, nice=thread_nice)
 
     @property
     def path(self) -> Path:

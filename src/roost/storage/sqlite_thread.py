@@ -17,7 +17,8 @@ knows nothing of roost's schema. How it works:
 - Results are delivered after the ``COMMIT`` succeeded, grouped per event loop into a single
   ``call_soon_threadsafe``, so that an answered write is durable. A failed commit fails every
   operation of its transaction.
-- The thread runs at a lower CPU priority than the process (``THREAD_NICE``, Linux only). On
+- The thread runs at a lower CPU priority than the process (``nice``, by default
+  ``THREAD_NICE``; Linux only). On
   a core it shares with the event loop, a batch of archive writes (tens of milliseconds of
   SQLite work) otherwise takes the core in scheduler slices while messages wait: at 2,000
   messages/s the 99th percentile of message latency was under 1 ms without archiving and
@@ -51,7 +52,8 @@ from roost.storage.base import StorageError
 
 _T = TypeVar("_T")
 
-# Added to the storage thread's nice value (CFS weight 110 against the loop's 1024).
+# Added to the storage thread's nice value by default (CFS weight 110 against the loop's
+# 1024); the ``storage.thread_nice`` setting.
 THREAD_NICE = 10
 
 
@@ -97,8 +99,10 @@ class StorageThread:
         disconnect: Callable[[sqlite3.Connection], None],
         *,
         max_transaction: int = 1000,
+        nice: int = 10,
     ) -> None:
         self._label = label
+        self._nice = nice
         self._connect = connect
         self._disconnect = disconnect
         # Bounds one transaction, so that a huge burst still commits (and answers) in steps and
@@ -203,7 +207,7 @@ class StorageThread:
 
     def _serve(self) -> None:
         """The thread's body: take every waiting batch and run it, until told to stop."""
-        _lower_priority()
+        _lower_priority(self._nice)
         stopped = False
         while not stopped:
             batch = self._requests.get()
@@ -344,17 +348,17 @@ def roll_back(connection: sqlite3.Connection) -> None:
             pass  # the transaction is gone either way; the error that caused this is reported
 
 
-def _lower_priority() -> None:
-    """Lower the calling thread's CPU priority by :data:`THREAD_NICE` (see the module doc).
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (see the module doc).
 
     Linux only: there a thread's nice value is its own (``setpriority`` on its thread id);
     elsewhere it would change the whole process, so nothing is done.
     """
-    if not sys.platform.startswith("linux"):
+    if nice <= 0 or not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
     try:
         current = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + THREAD_NICE))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
     except OSError:  # a sandbox may refuse it; the thread works the same, only less politely
         pass
