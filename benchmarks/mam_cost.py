@@ -73,7 +73,7 @@ def cpu_by_thread(server: Server) -> tuple[float, float]:
 def archived(data_dir: Path) -> int:
     connection = sqlite3.connect(data_dir / "roost.db")
     try:
-        (rows,) = connection.execute("SELECT count(*) FROM archive").fetchone()
+        (rows,) = connection.execute("SELECT coalesce(sum(n), 0) FROM archive_chunk").fetchone()
     finally:
         connection.close()
     return int(rows)

@@ -363,3 +363,65 @@ async def test_expiry_removes_what_was_handled_before_the_limit(storage: Storage
     assert ids(await storage.query_archive(ALICE, ArchiveQuery())) == numbered(2, 3, 4)
     assert ids(await storage.query_archive(BOB, ArchiveQuery())) == []
     assert await storage.expire_archive(1002.0) == 0  # idempotent
+
+
+# -- many batches -------------------------------------------------------------------------------
+# A store may keep a batch together (SQLite keeps an owner's records of one batch in one row),
+# so what was written in many batches, or out of order, must read back as one archive.
+
+
+async def test_many_batches_read_back_as_one_archive_both_ways(storage: Storage) -> None:
+    await create(storage, ALICE, BOB)
+    for start in range(0, 40, 7):
+        await storage.archive_messages(
+            [record(n, with_jid=CAROL if n % 3 else BOB) for n in range(start, min(start + 7, 40))]
+            + [record(n + 100, owner=BOB, with_jid=ALICE) for n in range(start, start + 2)]
+        )
+    forward: list[str] = []
+    after: str | None = None
+    while True:
+        page = await storage.query_archive(ALICE, ArchiveQuery(after=after, limit=6))
+        forward += ids(page)
+        assert page.count == 40
+        if page.complete:
+            break
+        after = page.messages[-1].id
+    assert forward == numbered(*range(40))
+    backward: list[str] = []
+    before: str | None = None
+    while True:
+        page = await storage.query_archive(
+            ALICE, ArchiveQuery(before=before, backward=True, limit=9)
+        )
+        backward = ids(page) + backward
+        if page.complete:
+            break
+        before = page.messages[0].id
+    assert backward == numbered(*range(40))
+    with_bob = await storage.query_archive(ALICE, ArchiveQuery(with_jid=BOB, limit=100))
+    assert ids(with_bob) == numbered(*range(0, 40, 3))
+    window = ArchiveQuery(start=1_005.0, end=1_020.0, after_id=archive_id(6), limit=100)
+    assert ids(await storage.query_archive(ALICE, window)) == numbered(*range(7, 21))
+    assert ids(await storage.query_archive(BOB, ArchiveQuery(limit=100))) == numbered(
+        *(n + 100 for start in range(0, 40, 7) for n in range(start, start + 2))
+    )
+
+
+async def test_a_batch_older_than_what_is_stored_interleaves_in_seq_order(
+    storage: Storage,
+) -> None:
+    await create(storage, ALICE)
+    await storage.archive_messages([record(n) for n in (10, 20, 30)])
+    # Out of order within the batch, overlapping what is stored, with one seq stored already:
+    # the stored record of that seq stays.
+    late = [record(n) for n in (25, 5, 15, 35)]
+    late.append(ArchiveRecord(ALICE, seq_of(20), "another", CAROL, "out", "<message/>"))
+    await storage.archive_messages(late)
+    page = await storage.query_archive(ALICE, ArchiveQuery(limit=100))
+    assert ids(page) == numbered(5, 10, 15, 20, 25, 30, 35)
+    assert page.messages[3].with_jid == BOB
+    backward = await storage.query_archive(ALICE, ArchiveQuery(backward=True, limit=3))
+    assert ids(backward) == numbered(25, 30, 35)
+    assert await storage.last_archive_seq() == seq_of(35)
+    assert await storage.expire_archive(1_016.0) == 3
+    assert ids(await storage.query_archive(ALICE, ArchiveQuery())) == numbered(20, 25, 30, 35)

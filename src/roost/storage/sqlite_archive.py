@@ -1,17 +1,46 @@
 """The message archive (XEP-0313) of :mod:`roost.storage.sqlite`: the functions its storage
 thread runs for :class:`~roost.storage.sqlite.SQLiteStorage`'s archive methods.
 
-Kept apart from the rest of the backend for size; the schema is in the same migrations, and
-the batching that makes archive writes cheap is described in :mod:`roost.storage.sqlite` and
-:mod:`roost.modules.mam`.
+Why chunks. The archive takes two records per message (the sender's and the recipient's copy),
+and with one table row per record, writing them was most of what archiving cost: ~13 µs per
+record in SQLite alone (a row and an index entry), on the core the event loop shares. So a
+batch of records (see :mod:`roost.modules.mam`: up to a second of traffic) is stored as one
+row per owner, an ``archive_chunk`` holding that owner's records of the batch as a JSON array,
+in seq order. Under load a busy owner gets many records per chunk, and the row, its index
+entries and the JSON encoding cost ~3 µs per record (docs/benchmarks-mam.md); a quiet owner
+gets chunks of one record, no worse than a row each. Reading decodes whole chunks, which at
+most ``CHUNK_RECORDS`` records bound.
+
+The invariant that makes queries simple: **the chunks of one owner never overlap** (for any two,
+one's ``last_seq`` is below the other's ``first_seq``). Records normally arrive in seq order, so
+a new chunk starts after the owner's last one. When it does not (a batch written again after
+its commit was reported failed, say), the chunks it would overlap are read, merged with it
+(a seq stored already keeps its stored record: a repeated seq does nothing, as the contract
+says) and written back. So an owner's records in seq order are its chunks in ``first_seq``
+order, each read in order; a query finds the first chunk of its range through the index on
+(owner, first_seq) and reads forward or backward until it has a page.
+
+A chunk also spans at most ``CHUNK_SPAN`` microseconds of seq, so that the chunks straddling an
+expiry time are found through the index on ``last_seq`` within a bounded range; expiry deletes
+whole chunks before the time and rewrites the few that straddle it.
+
+The view ``archive`` shows the records one per row, as they were stored before schema
+version 4, for ``roost storage migrate`` and for people inspecting the file; the server itself
+never reads it.
+
+Seqs are unique per owner here; in PostgreSQL, where a table row per record is the store,
+across owners too. The archiving node hands out seqs strictly increasing across owners, so the
+difference never shows.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from itertools import islice
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from roost.storage.base import (
     ArchivedMessage,
@@ -23,14 +52,90 @@ from roost.storage.base import (
     archive_id_seq,
 )
 
-_ARCHIVE_COLUMNS = "seq, id, with_jid, with_resource, direction, stanza"
+CHUNK_RECORDS: Final = 256  # records per chunk at most (what one id lookup decodes)
+CHUNK_SPAN: Final = 60_000_000  # µs of seq one chunk spans at most
+_LOWEST: Final = -(2**63)
+_HIGHEST: Final = 2**63 - 1
+
+# A chunk's text: its records joined by RECORD, each its fields joined by FIELD (the stanza
+# last, so that only RECORD may not appear in it). Both are C0 controls, which XML 1.0 does not
+# allow in a document, JIDs do not allow (RFC 7622 via PRECIS), and archive ids never hold: a
+# parsed stanza cannot contain them, and a record that does anyway has them replaced by U+FFFD
+# (see _sanitized). Joining strings costs a quarter of JSON encoding, which must scan and escape
+# every stanza, and splitting them less than decoding it.
+RECORD: Final = "\x1e"
+FIELD: Final = "\x1f"
+_Row = tuple[int, str, str, str, str]  # seq, id, with_jid (as given), direction, stanza
+
+
+def _text(r: ArchiveRecord) -> str:
+    text = f"{r.seq}{FIELD}{r.id}{FIELD}{r.with_jid}{FIELD}{r.direction}{FIELD}{r.stanza}"
+    if RECORD in text or text.count(FIELD) != 4:
+        return _sanitized(r)
+    return text
+
+
+def _sanitized(r: ArchiveRecord) -> str:
+    fields = (r.id, r.with_jid, r.direction, r.stanza)
+    clean = [field.replace(RECORD, "\ufffd").replace(FIELD, "\ufffd") for field in fields]
+    return FIELD.join([str(r.seq), *clean])
+
+
+def _row(text: str) -> _Row:
+    seq, archive_id, with_jid, direction, stanza = text.split(FIELD, 4)
+    return int(seq), archive_id, with_jid, direction, stanza
+
+
+def _bare(jid: str) -> str:
+    return jid.partition("/")[0]  # RFC 7622 §3.1: the first slash
+
+
+def _chunks(seqs: list[int]) -> Iterator[tuple[int, int]]:
+    """Slices [start, end) of ``seqs`` (sorted) as chunks within CHUNK_RECORDS and CHUNK_SPAN."""
+    start = 0
+    while start < len(seqs):
+        end = start + 1
+        limit = seqs[start] + CHUNK_SPAN
+        stop = min(len(seqs), start + CHUNK_RECORDS)
+        while end < stop and seqs[end] <= limit:
+            end += 1
+        yield start, end
+        start = end
+
+
+def _insert(
+    connection: sqlite3.Connection, owner: str, seqs: list[int], texts: list[str], peers: list[str]
+) -> None:
+    """Store an owner's records (``seqs`` sorted, with their texts and bare peers) as chunks."""
+    connection.executemany(
+        "INSERT INTO archive_chunk (owner, first_seq, last_seq, n, peers, records)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            (
+                owner,
+                seqs[start],
+                seqs[end - 1],
+                end - start,
+                "\n" + "\n".join(set(peers[start:end])) + "\n",
+                RECORD.join(texts[start:end]),
+            )
+            for start, end in _chunks(seqs)
+        ),
+    )
 
 
 def write(connection: sqlite3.Connection, _: str, records: list[ArchiveRecord]) -> None:
     # Records of accounts deleted (or never created) since the message was routed are left
-    # out, and a repeated seq does nothing, instead of failing the whole batch. The owners are
-    # checked once per batch: an EXISTS per row would cost more than the insert.
-    owners = list({record.owner for record in records})
+    # out, instead of failing the whole batch. The owners are checked once per batch: an
+    # EXISTS per row would cost more than the insert.
+    grouped: dict[str, list[ArchiveRecord]] = {}
+    for r in records:
+        mine = grouped.get(r.owner)
+        if mine is None:
+            grouped[r.owner] = [r]
+        else:
+            mine.append(r)
+    owners = list(grouped)
     existing: set[str] = set()
     for start in range(0, len(owners), 500):  # within any SQLite's limit of variables
         chunk = owners[start : start + 500]
@@ -38,45 +143,85 @@ def write(connection: sqlite3.Connection, _: str, records: list[ArchiveRecord]) 
             f"SELECT jid FROM users WHERE jid IN ({', '.join('?' * len(chunk))})", chunk
         )
         existing.update(jid for (jid,) in found)
-    # Grouped by owner, the rows of one owner land on the same index pages, which a commit then
-    # writes once rather than once per row: for a batch of many users' messages that halves the
-    # cost. (The order of inserts changes nothing else: seq is given.) The rows are made one at
-    # a time as SQLite takes them, not as a list: each is gone before the next is made, so a
-    # batch of many thousands leaves the garbage collector nothing to do (this thread holds the
-    # GIL while it collects, and the event loop waits).
-    connection.executemany(
-        "INSERT INTO archive (seq, owner, id, with_jid, with_resource, direction, stanza)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-        (
-            (r.seq, r.owner, r.id, *_split_jid(r.with_jid), r.direction, r.stanza)
-            for r in sorted(records, key=_OWNER)
-            if r.owner in existing
-        ),
-    )
+    for owner, mine in grouped.items():
+        if owner in existing:
+            _append(connection, owner, mine)
 
 
-_OWNER = attrgetter("owner")
+def _append(connection: sqlite3.Connection, owner: str, records: list[ArchiveRecord]) -> None:
+    """Store an owner's new records, keeping its chunks apart and its seqs unique."""
+    seqs = [r.seq for r in records]
+    if any(a >= b for a, b in zip(seqs, islice(seqs, 1, None), strict=False)):
+        records = _unique(sorted(records, key=_SEQ))  # sorted() is stable: the first stays
+        seqs = [r.seq for r in records]
+    first, last = seqs[0], seqs[-1]
+    # The owner's chunks that could overlap [first, last]: from the one holding ``first`` (or
+    # the last before it) onwards, up to ``last``. Usually one, which ends before ``first``.
+    overlapping = connection.execute(
+        "SELECT chunk, records FROM archive_chunk WHERE owner = ? AND first_seq <= ?"
+        " AND first_seq >= (SELECT coalesce(max(first_seq), ?) FROM archive_chunk"
+        "                   WHERE owner = ? AND first_seq <= ?)"
+        " AND last_seq >= ?",
+        (owner, last, first, owner, first, first),
+    ).fetchall()
+    texts = [_text(r) for r in records]
+    peers = [_bare(r.with_jid) for r in records]
+    if overlapping:
+        merged: dict[int, tuple[str, str]] = {}
+        for _chunk, stored in overlapping:
+            for text in stored.split(RECORD):
+                row = _row(text)
+                merged[row[0]] = (text, _bare(row[2]))
+        for seq, text, peer in zip(seqs, texts, peers, strict=True):
+            merged.setdefault(seq, (text, peer))  # a seq stored already keeps its record
+        seqs = sorted(merged)
+        texts = [merged[seq][0] for seq in seqs]
+        peers = [merged[seq][1] for seq in seqs]
+        connection.executemany(
+            "DELETE FROM archive_chunk WHERE chunk = ?", ((chunk,) for chunk, _text in overlapping)
+        )
+    _insert(connection, owner, seqs, texts, peers)
 
 
-def _split_jid(jid: str) -> tuple[str, str]:
-    """A JID's bare part and resource ('' for none): RFC 7622 §3.1, the first slash splits."""
-    bare, _, resource = jid.partition("/")
-    return bare, resource
+_SEQ = attrgetter("seq")
+
+
+def _unique(records: list[ArchiveRecord]) -> list[ArchiveRecord]:
+    """Sorted ``records`` without repeated seqs (the first of each stays)."""
+    kept = [records[0]]
+    for r in islice(records, 1, None):
+        if r.seq != kept[-1].seq:
+            kept.append(r)
+    return kept
 
 
 def last_seq(connection: sqlite3.Connection, _: str) -> int:
-    (last,) = connection.execute("SELECT max(seq) FROM archive").fetchone()
+    (last,) = connection.execute("SELECT max(last_seq) FROM archive_chunk").fetchone()
     return 0 if last is None else int(last)
+
+
+def _stored(connection: sqlite3.Connection, owner: str, seq: int) -> _Row | None:
+    """The owner's record of ``seq``, if stored."""
+    found = connection.execute(
+        "SELECT last_seq, records FROM archive_chunk WHERE owner = ? AND first_seq <= ?"
+        " ORDER BY first_seq DESC LIMIT 1",
+        (owner, seq),
+    ).fetchone()
+    if found is None or found[0] < seq:
+        return None
+    for text in found[1].split(RECORD):
+        row = _row(text)
+        if row[0] == seq:
+            return row
+    return None
 
 
 def _archive_seq(connection: sqlite3.Connection, owner: str, archive_id: str) -> int:
     """The seq of an id of the owner's archive; UnknownArchiveId when it holds no such id."""
     seq = archive_id_seq(archive_id)
     if seq is not None:
-        row = connection.execute(
-            "SELECT id FROM archive WHERE seq = ? AND owner = ?", (seq, owner)
-        ).fetchone()
-        if row is not None and row[0] == archive_id:
+        row = _stored(connection, owner, seq)
+        if row is not None and row[1] == archive_id:
             return seq
     raise UnknownArchiveId(archive_id)
 
@@ -85,61 +230,104 @@ def _micros(stamp: float) -> int:
     return round(stamp * 1e6)
 
 
+class _Filter:
+    """The filters of a query (not its page position), as a predicate on stored records."""
+
+    __slots__ = ("bare", "hi", "lo", "resource", "seqs")
+
+    def __init__(self, connection: sqlite3.Connection, owner: str, query: ArchiveQuery) -> None:
+        self.bare: str | None = None
+        self.resource: str | None = None
+        if query.with_jid is not None:
+            self.bare, slash, resource = query.with_jid.partition("/")
+            self.resource = resource if slash else None
+        self.lo, self.hi = _LOWEST, _HIGHEST
+        if query.start is not None:
+            self.lo = max(self.lo, _micros(query.start))
+        if query.end is not None:
+            self.hi = min(self.hi, _micros(query.end))
+        if query.after_id is not None:
+            self.lo = max(self.lo, _archive_seq(connection, owner, query.after_id) + 1)
+        if query.before_id is not None:
+            self.hi = min(self.hi, _archive_seq(connection, owner, query.before_id) - 1)
+        self.seqs: frozenset[int] | None = None
+        if query.ids is not None:
+            self.seqs = frozenset(_archive_seq(connection, owner, i) for i in query.ids)
+            self.lo = max(self.lo, min(self.seqs, default=_HIGHEST))
+            self.hi = min(self.hi, max(self.seqs, default=_LOWEST))
+
+    def passes(self, row: _Row) -> bool:
+        seq = row[0]
+        if not self.lo <= seq <= self.hi:
+            return False
+        if self.bare is not None:
+            bare, _slash, resource = row[2].partition("/")
+            if bare != self.bare or (self.resource is not None and resource != self.resource):
+                return False
+        return self.seqs is None or seq in self.seqs
+
+
+def _scan(
+    connection: sqlite3.Connection,
+    owner: str,
+    matches: _Filter,
+    lo: int,
+    hi: int,
+    backward: bool,
+) -> Iterator[_Row]:
+    """The owner's records within [lo, hi] passing ``matches``, in seq order or backward."""
+    if lo > hi:
+        return
+    where = (
+        "owner = ? AND first_seq <= ? AND first_seq >= (SELECT coalesce(max(first_seq), ?)"
+        " FROM archive_chunk WHERE owner = ? AND first_seq <= ?) AND last_seq >= ?"
+    )
+    params: list[Any] = [owner, hi, lo, owner, lo, lo]
+    if matches.bare is not None:
+        where += " AND instr(peers, ?) > 0"
+        params.append(f"\n{matches.bare}\n")
+    cursor = connection.execute(
+        f"SELECT records FROM archive_chunk WHERE {where}"
+        f" ORDER BY first_seq {'DESC' if backward else 'ASC'}",
+        params,
+    )
+    for (text,) in cursor:
+        texts = text.split(RECORD)
+        if backward:
+            texts.reverse()
+        for record in texts:
+            row = _row(record)
+            if lo <= row[0] <= hi and matches.passes(row):
+                yield row
+
+
 def query_page(connection: sqlite3.Connection, owner: str, query: ArchiveQuery) -> ArchivePage:
-    where = ["owner = ?"]
-    params: list[Any] = [owner]
-    if query.with_jid is not None:
-        bare, resource = _split_jid(query.with_jid)
-        where.append("with_jid = ?")
-        params.append(bare)
-        if "/" in query.with_jid:
-            where.append("with_resource = ?")
-            params.append(resource)
-    if query.start is not None:
-        where.append("seq >= ?")
-        params.append(_micros(query.start))
-    if query.end is not None:
-        where.append("seq <= ?")
-        params.append(_micros(query.end))
-    if query.after_id is not None:
-        where.append("seq > ?")
-        params.append(_archive_seq(connection, owner, query.after_id))
-    if query.before_id is not None:
-        where.append("seq < ?")
-        params.append(_archive_seq(connection, owner, query.before_id))
-    if query.ids is not None:
-        wanted = sorted({_archive_seq(connection, owner, archive_id) for archive_id in query.ids})
-        where.append(f"seq IN ({', '.join('?' * len(wanted))})")
-        params.extend(wanted)
+    matches = _Filter(connection, owner, query)
     count: int | None = None
     if query.count:
         cap = max(query.count_limit, 0)
-        (found,) = connection.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM archive WHERE {' AND '.join(where)} LIMIT ?)",
-            (*params, cap + 1),
-        ).fetchone()
-        count = int(found) if found <= cap else None
+        found = sum(
+            1
+            for _row in islice(
+                _scan(connection, owner, matches, matches.lo, matches.hi, False), cap + 1
+            )
+        )
+        count = found if found <= cap else None
+    lo, hi = matches.lo, matches.hi
     if query.after is not None:
-        where.append("seq > ?")
-        params.append(_archive_seq(connection, owner, query.after))
+        lo = max(lo, _archive_seq(connection, owner, query.after) + 1)
     if query.before is not None:
-        where.append("seq < ?")
-        params.append(_archive_seq(connection, owner, query.before))
+        hi = min(hi, _archive_seq(connection, owner, query.before) - 1)
     limit = max(query.limit, 0)
-    rows = connection.execute(
-        f"SELECT {_ARCHIVE_COLUMNS} FROM archive WHERE {' AND '.join(where)}"
-        f" ORDER BY seq {'DESC' if query.backward else 'ASC'} LIMIT ?",
-        (*params, limit + 1),  # one more than asked tells whether the page is the last
-    ).fetchall()
+    # One more than asked tells whether the page is the last.
+    rows = list(islice(_scan(connection, owner, matches, lo, hi, query.backward), limit + 1))
     complete = len(rows) <= limit
     del rows[limit:]
     if query.backward:
         rows.reverse()
     messages = [
-        ArchivedMessage(
-            id, seq / 1e6, f"{with_jid}/{resource}" if resource else with_jid, direction, stanza
-        )
-        for seq, id, with_jid, resource, direction, stanza in rows
+        ArchivedMessage(archive_id, seq / 1e6, with_jid, direction, stanza)
+        for seq, archive_id, with_jid, direction, stanza in rows
     ]
     return ArchivePage(messages, complete, count)
 
@@ -168,5 +356,43 @@ def set_prefs(connection: sqlite3.Connection, owner: str, prefs: ArchivePrefs) -
 
 
 def expire(connection: sqlite3.Connection, _: str, before: float) -> int:
-    # seq is the handling time in microseconds: the primary key is the expiry index too.
-    return connection.execute("DELETE FROM archive WHERE seq < ?", (_micros(before),)).rowcount
+    limit = _micros(before)
+    # Chunks that straddle the limit lose their older records; a chunk spans at most
+    # CHUNK_SPAN, which bounds the range of the last_seq index to look through.
+    straddling = connection.execute(
+        "SELECT chunk, owner, records FROM archive_chunk"
+        " WHERE last_seq >= ? AND last_seq < ? AND first_seq < ?",
+        (limit, limit + CHUNK_SPAN, limit),
+    ).fetchall()
+    removed = 0
+    for chunk, owner, stored in straddling:
+        texts = stored.split(RECORD)
+        kept = [(row, text) for text in texts if (row := _row(text))[0] >= limit]
+        removed += len(texts) - len(kept)
+        connection.execute("DELETE FROM archive_chunk WHERE chunk = ?", (chunk,))
+        _insert(
+            connection,
+            owner,
+            [row[0] for row, _text in kept],
+            [text for _row, text in kept],
+            [_bare(row[2]) for row, _text in kept],
+        )
+    (whole,) = connection.execute(
+        "SELECT coalesce(sum(n), 0) FROM archive_chunk WHERE last_seq < ?", (limit,)
+    ).fetchone()
+    connection.execute("DELETE FROM archive_chunk WHERE last_seq < ?", (limit,))
+    return removed + int(whole)
+
+
+def every_record(connection: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    """Every stored record as a row of the one-row-per-record layout (schema version 3, and
+    PostgreSQL's): seq, owner, id, with_jid (bare), with_resource, direction, stanza.
+
+    For ``roost storage migrate``; chunk by chunk, in order of their last seq.
+    """
+    cursor = connection.execute("SELECT owner, records FROM archive_chunk ORDER BY last_seq")
+    for owner, stored in cursor:
+        for text in stored.split(RECORD):
+            seq, archive_id, with_jid, direction, stanza = _row(text)
+            bare, _slash, resource = with_jid.partition("/")
+            yield seq, owner, archive_id, bare, resource, direction, stanza

@@ -24,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from roost.storage import sqlite_archive
 from roost.storage.base import StorageError
 from roost.storage.postgres import TABLES, PostgresStorage, redact_url
 from roost.storage.sqlite import SQLiteStorage
@@ -64,6 +66,8 @@ class _Table:
     # Conversions of SQLite's values (0/1 for booleans, JSON arrays) to the target's types.
     convert: dict[str, Callable[[Any], Any]]
     order: str  # the source's primary key, so that COPY appends in index order
+    # Rows read otherwise than by selecting the columns from the table of that name.
+    read: Callable[[sqlite3.Connection], Iterator[tuple[Any, ...]]] | None = None
 
     def row(self, values: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(
@@ -112,6 +116,7 @@ _TABLES = (
         ("seq", "owner", "id", "with_jid", "with_resource", "direction", "stanza"),
         {},
         "seq",
+        sqlite_archive.every_record,  # stored in chunks in SQLite
     ),
     _Table(
         "archive_prefs",
@@ -179,12 +184,23 @@ async def copy_sqlite_to_postgres(
 
 
 async def _copy(reader: sqlite3.Connection, connection: Any, table: _Table) -> int:
-    cursor = await asyncio.to_thread(
-        reader.execute,
-        f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order}",
-    )
+    if table.read is None:
+        cursor = await asyncio.to_thread(
+            reader.execute,
+            f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order}",
+        )
+
+        def fetch() -> list[Any]:
+            return cursor.fetchmany(BATCH)
+
+    else:
+        read = table.read(reader)
+
+        def fetch() -> list[Any]:
+            return list(islice(read, BATCH))
+
     copied = 0
-    while batch := await asyncio.to_thread(cursor.fetchmany, BATCH):
+    while batch := await asyncio.to_thread(fetch):
         rows = [table.row(values) for values in batch]
         await connection.copy_records_to_table(table.name, records=rows, columns=table.columns)
         copied += len(rows)
