@@ -14,11 +14,13 @@ most ``CHUNK_RECORDS`` records bound.
 The invariant that makes queries simple: **the chunks of one owner never overlap** (for any two,
 one's ``last_seq`` is below the other's ``first_seq``). Records normally arrive in seq order, so
 a new chunk starts after the owner's last one. When it does not (a batch written again after
-its commit was reported failed, say), the chunks it would overlap are read, merged with it
+its commit was reported failed; the nodes of ``roost up --nodes N``, which share the file, each
+writing a second of one owner's traffic), the chunks it would overlap are read, merged with it
 (a seq stored already keeps its stored record: a repeated seq does nothing, as the contract
-says) and written back. So an owner's records in seq order are its chunks in ``first_seq``
-order, each read in order; a query finds the first chunk of its range through the index on
-(owner, first_seq) and reads forward or backward until it has a page.
+says) and written back. That costs more than an append, and stays correct. So an owner's
+records in seq order are its chunks in ``first_seq`` order, each read in order; a query finds
+the first chunk of its range through the index on (owner, first_seq) and reads forward or
+backward until it has a page.
 
 A chunk also spans at most ``CHUNK_SPAN`` microseconds of seq, so that the chunks straddling an
 expiry time are found through the index on ``last_seq`` within a bounded range; expiry deletes
