@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from scramp import ScramClient
@@ -16,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidS
 
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient, client_context
+from roost.testing.smclient import SMClient
 from roost.xmpp import ns
 from roost.xmpp.element import Element
 from roost.xmpp.jid import parse_jid
@@ -299,3 +302,100 @@ async def test_stream_management_resumes_over_websocket(roost_server: RunningSer
         assert got.attrs["from"] == jid
         assert got.find_text("body") == "back"
     await bob.close()
+
+
+async def test_a_tcp_session_resumes_over_websocket(roost_server: RunningServer) -> None:
+    # What was written to the TCP stream (no xmlns on stanzas) is written again in the
+    # WebSocket's framing (every stanza declares jabber:client, RFC 7395 §3.3.3).
+    await roost_server.create_user("alice")
+    await roost_server.create_user("bob")
+    bob = await RawClient.logged_in(
+        roost_server.host, roost_server.port, "bob", cert=roost_server.cert, resource="tcp"
+    )
+    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    received: list[Element] = []
+    alice.on_stanza = received.append
+    await alice.start()
+    await bob.send(
+        "<message to='alice@localhost/sm' type='chat' id='t1'><body>over tcp</body></message>"
+    )
+    await bob.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await bob.expect("iq")
+    alice.abort()  # gone without acknowledging the message
+    async with ws_client(roost_server) as ws:
+        await ws.open()
+        await ws.scram("alice")
+        await ws.open()
+        await ws.send(f"<resume xmlns='{ns.SM}' previd='{alice.sm_id}' h='0'/>")
+        resumed = await ws.expect("resumed", ns.SM)
+        assert resumed.attrs["previd"] == alice.sm_id
+        again = await ws.expect("message")
+        assert again.xmlns == ns.CLIENT
+        assert again.attrs["id"] == "t1"
+        assert again.find_text("body", ns.CLIENT) == "over tcp"
+    await bob.close()
+
+
+# -- discovery (XEP-0156) -------------------------------------------------------------------------
+
+
+async def http_get(server: RunningServer, path: str, host: str) -> tuple[int, dict[str, str], str]:
+    """GET ``path`` from the WebSocket port over TLS, with ``host`` as the Host header."""
+    reader, writer = await asyncio.open_connection(
+        server.host,
+        server.websocket_port,
+        ssl=client_context(server.cert),
+        server_hostname="localhost",
+    )
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {
+            k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)
+        }
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), headers, body.decode()
+
+
+async def test_host_meta_names_the_websocket_endpoint_and_it_works(
+    roost_server: RunningServer,
+) -> None:
+    host = f"localhost:{roost_server.websocket_port}"
+    status, headers, body = await http_get(roost_server, "/.well-known/host-meta", host)
+    assert status == 200
+    assert headers["content-type"].startswith("application/xrd+xml")
+    assert headers["access-control-allow-origin"] == "*"
+    xrd = ElementTree.fromstring(body)
+    assert xrd.tag == "{http://docs.oasis-open.org/ns/xri/xrd-1.0}XRD"
+    (link,) = xrd
+    assert link.get("rel") == "urn:xmpp:alt-connections:websocket"
+    href = link.get("href")
+    assert href == f"wss://{host}/xmpp-websocket"
+
+    status, headers, body = await http_get(roost_server, "/.well-known/host-meta.json", host)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert headers["access-control-allow-origin"] == "*"
+    assert json.loads(body) == {
+        "links": [{"rel": "urn:xmpp:alt-connections:websocket", "href": href}]
+    }
+
+    # A client that only learned the endpoint from discovery gets a stream there.
+    async with connect(
+        href,
+        ssl=client_context(roost_server.cert),
+        subprotocols=["xmpp"],  # type: ignore[list-item]
+    ) as ws:
+        features = await WSClient(ws).open()
+        assert features.find("mechanisms", ns.SASL) is not None
+
+
+@pytest.mark.parametrize("host", ["", "evil.example/'><x", "a b", 'localhost:5280"x'])
+async def test_host_meta_refuses_a_host_header_it_would_not_echo(
+    roost_server: RunningServer, host: str
+) -> None:
+    status, _headers, body = await http_get(roost_server, "/.well-known/host-meta", host)
+    assert status == 400
+    assert "<x" not in body  # nothing of the header is echoed

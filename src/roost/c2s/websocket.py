@@ -25,6 +25,14 @@ from those origins only (``403``; a request without an Origin header, which brow
 send, comes from a native client and is accepted). ``GET /`` over HTTPS gets a short page, so
 that a user can accept a self-signed certificate in a browser once.
 
+Discovery (XEP-0156 §3): ``GET /.well-known/host-meta`` (XRD) and ``/.well-known/host-meta.json``
+(JRD) name the WebSocket endpoint, so that a web client given only the domain (Converse.js's
+``discover_connection_methods``) finds it. The link is built from the request's ``Host`` header
+and whether this connection is TLS: a server behind a proxy or on another port than the
+domain's is described as the client reached it. The header is checked against the shape of a
+host and port before it is echoed; anything else gets ``400``. Both answers allow any origin
+(CORS), as XEP-0156 asks, since the web client runs on another origin.
+
 Closing (RFC 7395 §3.6, RFC 6455 §7.1.1): after ``<close/>`` the server sends a Close frame and
 waits up to :data:`CLOSE_TIMEOUT` seconds for the client's before closing TCP itself.
 """
@@ -32,10 +40,13 @@ waits up to :data:`CLOSE_TIMEOUT` seconds for the client's before closing TCP it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, Final
+from xml.sax.saxutils import quoteattr
 
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
@@ -53,12 +64,20 @@ log = logging.getLogger(__name__)
 #: Where the XMPP subprotocol is served: Prosody's default, which most clients assume, and a
 #: short alias.
 PATHS: Final = frozenset({"/xmpp-websocket", "/ws"})
+ENDPOINT: Final = "/xmpp-websocket"  # the one discovery names
 SUBPROTOCOL: Final = Subprotocol("xmpp")  # RFC 7395 §3.1
 CLOSE_TIMEOUT: Final = 5.0  # seconds to wait for the client's Close frame
 
 _INDEX: Final = (
     b"roost: XMPP over WebSocket (RFC 7395) is served at /xmpp-websocket with the 'xmpp' "
     b"subprotocol.\n"
+)
+
+HOST_META: Final = "/.well-known/host-meta"  # XEP-0156 §3: XRD; with .json, JRD
+WEBSOCKET_REL: Final = "urn:xmpp:alt-connections:websocket"
+# A Host header fit to echo into a link: a DNS name or an IP address, an optional port.
+_HOST: Final = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?"
 )
 
 
@@ -123,9 +142,30 @@ class WebSocketConnection(C2SConnection):
                 log.info("%s: WebSocket handshake refused: %s", self.peer, ws.handshake_exc)
         elif path == "/" and not request.headers.get("Upgrade"):
             response = _plain(200, "OK", _INDEX)
+        elif path in (HOST_META, HOST_META + ".json"):
+            response = self._host_meta(request, json_format=path.endswith(".json"))
         else:
             response = _plain(404, "Not Found", b"Not found.\n")
         ws.send_response(response)
+
+    def _host_meta(self, request: Request, *, json_format: bool) -> Response:
+        host = request.headers.get("Host", "")
+        if not _HOST.fullmatch(host):
+            return _plain(400, "Bad Request", b"A Host header naming this server is needed.\n")
+        scheme = "wss" if self.tls_version is not None else "ws"
+        href = f"{scheme}://{host}{ENDPOINT}"
+        if json_format:
+            body = json.dumps({"links": [{"rel": WEBSOCKET_REL, "href": href}]}).encode()
+            kind = "application/json"
+        else:
+            body = (
+                "<?xml version='1.0' encoding='utf-8'?>\n"
+                "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
+                f"  <Link rel='{WEBSOCKET_REL}' href={quoteattr(href)}/>\n"
+                "</XRD>\n"
+            ).encode()
+            kind = "application/xrd+xml; charset=utf-8"
+        return _plain(200, "OK", body, kind, [("Access-Control-Allow-Origin", "*")])
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -217,12 +257,19 @@ class WebSocketConnection(C2SConnection):
         return f"<WebSocketConnection {self.peer} {state} ws={self._ws.state.name}{tls}>"
 
 
-def _plain(status: int, reason: str, body: bytes) -> Response:
+def _plain(
+    status: int,
+    reason: str,
+    body: bytes,
+    kind: str = "text/plain; charset=utf-8",
+    extra: Sequence[tuple[str, str]] = (),
+) -> Response:
     headers = Headers(
         [
             ("Connection", "close"),
             ("Content-Length", str(len(body))),
-            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Type", kind),
+            *extra,
         ]
     )
     return Response(status, reason, headers, body)
