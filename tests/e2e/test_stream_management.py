@@ -219,3 +219,36 @@ async def test_unacknowledged_messages_go_offline_when_the_window_closes(
         message = await again.expect("message")
         got.append(message.find_text("body"))
     assert got == [f"late {i}" for i in range(5)]
+
+
+async def test_messages_written_but_unacknowledged_go_offline_when_the_stream_closes(
+    roost_server: RunningServer,
+) -> None:
+    # Written to the client, they wait in the queue as the bytes written: routed again, they
+    # are elements once more, with everything they carried.
+    await roost_server.create_user("alice")
+    await roost_server.create_user("bob")
+    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+    inbox = Inbox(alice)
+    await alice.start()
+    await alice.send("<presence/>")
+    await inbox.until(lambda: inbox.presences >= 1)
+    bob = await _logged_in(roost_server, "bob")
+    for i in range(3):  # fewer than the server's ack request interval: none asked for
+        await bob.send(
+            f"<message to='alice@localhost/sm' type='chat' id='w{i}'><body>written {i}</body>"
+            f"<thread>t&amp;{i}</thread><x xmlns='urn:example:x' a='&lt;{i}'/></message>"
+        )
+    await inbox.until(lambda: len(inbox.bodies) == 3)
+    await alice.close()  # without acknowledging them: the session ends
+    await roost_server.server.settle()
+    again = await _logged_in(roost_server, "alice", resource="new")
+    await again.send("<presence/>")
+    for i in range(3):
+        message = await again.expect("message")
+        assert message.attrs["id"] == f"w{i}"
+        assert message.find_text("body") == f"written {i}"
+        assert message.find_text("thread") == f"t&{i}"
+        extra = message.find("x", "urn:example:x")
+        assert extra is not None
+        assert extra.attrs["a"] == f"<{i}"

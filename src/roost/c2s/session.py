@@ -510,7 +510,10 @@ class C2SSession:
         token = server.delivery_token
         if token is not None:
             server.delivery_token = None  # claimed: confirmed when the client acknowledges
-        sm.track(stanza, token)
+        # Queued as the bytes written, or as the element while the client is away (see sm.py).
+        detached = self._detached
+        data = b"" if detached else stanza.to_bytes(self._framing.stanza_parent)
+        sm.track(stanza if detached else data, token)
         if sm.overflowing:
             # The client does not acknowledge (or has been gone too long): end the session;
             # what it did not confirm is routed elsewhere by _finish.
@@ -519,10 +522,10 @@ class C2SSession:
             else:
                 self.stream_error(StreamError("policy-violation", "too many unacknowledged"))
             return
-        if self._detached:
+        if detached:
             return
         conn = self._conn
-        conn.write(stanza.to_bytes(self._framing.stanza_parent))
+        conn.write(data)
         if sm.should_request():
             conn.write(sm_session.R)
 
@@ -580,8 +583,7 @@ class C2SSession:
         if sm is not None:
             if sm.id:
                 self._server.resumption.ended(sm.id, self.username or "", sm.handled)
-            unsent += sm.queue
-            sm.queue.clear()
+            unsent += sm_session.unsent(self)
             if sm.tokens:
                 tokens = list(sm.tokens.values())
                 sm.tokens = None

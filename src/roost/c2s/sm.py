@@ -11,14 +11,24 @@ error), so a stanza the client sent just before its connection died is either co
 it was not finished, resent by the client after resumption. Nothing acknowledged is lost.
 
 :class:`StreamManagement` is the per-session state: the inbound count, and the queue of
-stanzas sent but not yet acknowledged (kept as elements so that they can be sent again).
-It does no I/O. :class:`ResumptionTable` holds the sessions that can be resumed, including
-ones whose connection dropped (*detached*): they stay routable and keep queueing stanzas for
-up to ``max`` seconds; a client that comes back with ``<resume h previd/>`` gets the queued
-stanzas again, and when the window closes the session ends and its unacknowledged messages
-are routed again (to other resources or offline storage), never dropped. The table remembers
-the final count of recently ended sessions, so that a late ``<resume/>`` is answered with
-``<failed h='N'/>`` and the client knows which of its stanzas arrived.
+stanzas sent but not yet acknowledged, kept to be sent again. It does no I/O. A stanza written
+to the client is queued as the bytes written (serialized under the session's framing), not as
+its element: the queue holds every client's last stanzas for as long as acknowledgements take,
+and bytes are one object the garbage collector never tracks, where an element is several. Queued
+elements (a thousand clients, a few unacknowledged stanzas each) were what made young
+collections run at all under ``benchmarks.mam_cost`` (5,000 messages/s, SM and MAM on): perf
+put the collector at about 9 µs of event-loop CPU per message, and freeing the old elements at
+a few more; queued as bytes, no collection ran.
+A stanza is parsed back into an element only in the rare case it must be routed again
+(:func:`roost.c2s.sm_session.unsent`).
+
+:class:`ResumptionTable` holds the sessions that can be resumed, including ones whose
+connection dropped (*detached*): they stay routable and keep queueing stanzas for up to ``max``
+seconds; a client that comes back with ``<resume h previd/>`` gets the queued stanzas again,
+and when the window closes the session ends and its unacknowledged messages are routed again
+(to other resources or offline storage), never dropped. The table remembers the final count of
+recently ended sessions, so that a late ``<resume/>`` is answered with ``<failed h='N'/>`` and
+the client knows which of its stanzas arrived.
 """
 
 from __future__ import annotations
@@ -93,7 +103,9 @@ class StreamManagement:
         self.handled = 0  # client stanzas handled (mod 2^32)
         self.sent = 0  # stanzas sent to the client (mod 2^32)
         self.acked = 0  # the client's last acknowledged count
-        self.queue: deque[Element] = deque()  # sent, not yet acknowledged, oldest first
+        # Sent, not yet acknowledged, oldest first: what was written to the client, or the
+        # element while the client is away (written when it resumes). See the module docstring.
+        self.queue: deque[bytes | Element] = deque()
         # Stanzas another node forwarded, by their number here: that node keeps a copy until
         # the client acknowledges them (see roost.cluster.forwarding). Created when needed.
         self.tokens: dict[int, tuple[str, int]] | None = None
@@ -102,8 +114,8 @@ class StreamManagement:
     def count_handled(self) -> None:
         self.handled = (self.handled + 1) % MODULO
 
-    def track(self, stanza: Element, token: tuple[str, int] | None = None) -> None:
-        """Record a stanza sent (or queued for a detached client)."""
+    def track(self, stanza: bytes | Element, token: tuple[str, int] | None = None) -> None:
+        """Record a stanza sent (its bytes), or queued for a detached client (the element)."""
         self.sent = (self.sent + 1) % MODULO
         self.queue.append(stanza)
         if token is not None:

@@ -11,17 +11,20 @@ again whatever the client never acknowledged once a session is gone (:func:`rero
 from __future__ import annotations
 
 import logging
+import sys
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from roost.c2s.sm import StreamManagement, failed, parse_h, sm_bytes
 from roost.c2s.state import State
-from roost.xmpp import errors
+from roost.xmpp import errors, ns
+from roost.xmpp.element import Element
 from roost.xmpp.errors import StreamError
+from roost.xmpp.parser import XMLStreamParser
 
 if TYPE_CHECKING:
     from roost.c2s.session import C2SSession
-    from roost.xmpp.element import Element
 
 log = logging.getLogger("roost.c2s.session")
 
@@ -88,6 +91,7 @@ def adopt(session: C2SSession, husk: C2SSession) -> None:
     session._conn = conn
     conn.set_handler(session)
     session._parser = husk._parser
+    old_parent = session._framing.stanza_parent
     session._framing = husk._framing  # the new connection's (TCP or WebSocket)
     session._header_sent = True
     session._detached = False
@@ -96,11 +100,54 @@ def adopt(session: C2SSession, husk: C2SSession) -> None:
     husk.state = State.CLOSED
     husk._finished = True
     conn.write(sm_bytes("resumed", h=str(sm.handled), previd=sm.id))
-    for stanza in sm.queue:
-        conn.write(stanza.to_bytes(husk._framing.stanza_parent))
+    # The queue holds bytes in the session's framing: what was queued while the client was
+    # away, or written under another framing, becomes what this connection writes.
+    parent = session._framing.stanza_parent
+    resend = [_serialized(stanza, old_parent, parent) for stanza in sm.queue]
+    sm.queue = deque(resend)
+    for data in resend:
+        conn.write(data)
     if sm.queue:
         conn.write(R)
     log.debug("%s: resumed with %d stanzas to resend", session, len(sm.queue))
+
+
+def _serialized(stanza: bytes | Element, written_under: str, parent: str) -> bytes:
+    """A queued stanza as bytes to write under ``parent`` (the stanza parent's namespace)."""
+    if not isinstance(stanza, bytes):
+        return stanza.to_bytes(parent)
+    if written_under == parent:
+        return stanza
+    return _parsed(stanza, written_under).to_bytes(parent)
+
+
+def unsent(session: C2SSession) -> list[Element]:
+    """Take the stanzas the client never acknowledged out of the queue, as elements.
+
+    Parsed back from the bytes written (see :mod:`roost.c2s.sm`): they are routed again.
+    """
+    sm = session.sm
+    if sm is None:
+        return []
+    parent = session._framing.stanza_parent
+    stanzas = [
+        _parsed(stanza, parent) if isinstance(stanza, bytes) else stanza for stanza in sm.queue
+    ]
+    sm.queue.clear()
+    return stanzas
+
+
+def _parsed(data: bytes, parent: str) -> Element:
+    """The element this server serialized as ``data`` under ``parent``.
+
+    As :func:`roost.xmpp.parser.parse_element`, without the stream's depth limit: a stanza the
+    server wrapped (a carbon copy, say) may be deeper than a client may send, and this one was
+    written by the server itself.
+    """
+    parser = XMLStreamParser(max_stanza=len(data) + 1, max_depth=sys.maxsize)
+    parser.feed(f"<stream:stream xmlns='{parent}' xmlns:stream='{ns.STREAM}'>".encode())
+    (element,) = [event for event in parser.feed(data) if isinstance(event, Element)]
+    return element
 
 
 def expire(session: C2SSession) -> None:
