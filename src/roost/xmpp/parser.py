@@ -190,7 +190,8 @@ class XMLStreamParser:
         self._priming = False
         self._root_name: str | None = None
         self._root_qname = ""
-        self._namespaces: list[tuple[str | None, str]] = []
+        # (prefix, URI); expat gives None for an undeclared default namespace (xmlns='').
+        self._namespaces: list[tuple[str | None, str | None]] = []
 
     def _new_expat(self) -> pyexpat.XMLParserType:
         # XMPP streams are UTF-8 (RFC 6120 §11.6): an XML declaration naming another encoding
@@ -417,7 +418,7 @@ class XMLStreamParser:
             # Whitespace between stanzas is a keepalive (RFC 6120 §4.6.1); text is not.
             raise StreamError("not-well-formed", "text is not allowed between stanzas")
 
-    def _namespace(self, prefix: str | None, uri: str) -> None:
+    def _namespace(self, prefix: str | None, uri: str | None) -> None:
         # Only the root's declarations are recorded (the handler is removed once it opens):
         # they are what a woken parser must be primed with.
         if not self._priming:
