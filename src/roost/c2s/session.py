@@ -4,7 +4,9 @@ Theory of operation. The connection hands over bytes; the session feeds them to 
 parser and handles the events in order. Stream negotiation is a table of
 ``(state, element) -> handler`` (:data:`_NEGOTIATION`); an element the table does not list for
 the current state is a protocol violation and ends the stream with an error naming both.
-The states::
+Its handlers for SASL (:mod:`roost.c2s.sasl_negotiation`), resource binding
+(:mod:`roost.c2s.binding`) and stream management (:mod:`roost.c2s.sm_session`) live in files
+of their own, as friends of the session. The states::
 
     HEADER ──open──▶ FEATURES ──<starttls/>──▶ (TLS) ──▶ HEADER           (restart)
                      FEATURES ──<auth/>──▶ SASL ──<success/>──▶ HEADER     (restart)
@@ -40,8 +42,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.c2s import binding, sm_session
 from roost.c2s import sasl_negotiation as sasl
-from roost.c2s import sm_session
 from roost.c2s.framing import TCP, Framing
 from roost.c2s.sm import StreamManagement
 from roost.c2s.state import State
@@ -50,7 +52,7 @@ from roost.storage.base import StorageError
 from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.errors import StanzaError, StreamError
-from roost.xmpp.jid import JID, InvalidJID, parse_jid, resourceprep
+from roost.xmpp.jid import JID, InvalidJID, parse_jid
 from roost.xmpp.parser import StreamClose, StreamOpen, XMLStreamParser
 from roost.xmpp.sasl import ScramExchange
 
@@ -365,49 +367,6 @@ class C2SSession:
         self._header_sent = False
         self.state = State.HEADER
 
-    # -- IQs before the session is established ----------------------------------------------
-
-    def _on_negotiation_iq(self, element: Element) -> Pending:
-        payload = element.first_child()
-        kind = element.attrs.get("type")
-        if (
-            self.authenticated
-            and payload is not None
-            and kind == "set"
-            and (payload.xmlns, payload.name) == (ns.BIND, "bind")
-        ):
-            return self._bind(element, payload)
-        if not self.authenticated:
-            # In-band registration (XEP-0077 §3) is the one thing allowed before SASL.
-            handled = self._server.hooks.fold("c2s.unauthenticated_iq", element, self)
-            if not isinstance(handled, Element):
-                return handled  # type: ignore[no-any-return]
-            raise StreamError("not-authorized", "authenticate first")
-        self._reply_error(element, errors.not_authorized("bind a resource first"))
-        return None
-
-    def _bind(self, iq: Element, bind: Element) -> Pending:
-        """RFC 6120 §7: bind the requested (or a generated) resource."""
-        requested = bind.find_text("resource", ns.BIND)
-        try:
-            resource = resourceprep(requested) if requested else _generated_resource()
-        except InvalidJID as exc:
-            self._reply_error(iq, errors.bad_request(str(exc)))
-            return None
-        jid = self.jid.with_resource(resource)
-        self.jid = jid
-        previous = self._server.sessions.add(self)
-        if previous is not None and isinstance(previous, C2SSession) and previous is not self:
-            # RFC 6120 §7.7.2.2: the older session of the same full JID is replaced.
-            previous.stream_error(StreamError("conflict", "replaced by a new session"))
-        self.state = State.ESTABLISHED
-        result = Element("iq", ns.CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
-        result.add("bind", ns.BIND).add_text("jid", str(jid))
-        self.send(result)
-        log.debug("%s: bound %s", self._conn.peer, jid)
-        self._server.hooks.run("c2s.bound", self)
-        return None
-
     # -- established stream ----------------------------------------------------------------
 
     def _on_stanza(self, stanza: Element) -> Pending:
@@ -630,7 +589,7 @@ _NEGOTIATION: Final[dict[tuple[State, str, str], _NegotiationHandler]] = {
     (State.FEATURES, ns.SASL, "auth"): sasl.on_auth,
     (State.SASL, ns.SASL, "response"): sasl.on_sasl_response,
     (State.SASL, ns.SASL, "abort"): sasl.on_sasl_abort,
-    (State.FEATURES, ns.CLIENT, "iq"): C2SSession._on_negotiation_iq,
+    (State.FEATURES, ns.CLIENT, "iq"): binding.on_negotiation_iq,
     (State.FEATURES, ns.SM, "resume"): sm_session.on_resume,
     (State.FEATURES, ns.SM, "enable"): sm_session.on_enable_too_early,
 }
@@ -651,10 +610,6 @@ async def _storage_failure_answered(
     except StorageError as exc:
         log.debug("%s: storage failed a stanza: %s", session, exc)
         session._reply_error(stanza, storage_stanza_error(exc))
-
-
-def _generated_resource() -> str:
-    return "roost-" + secrets.token_hex(6)
 
 
 def _valid_iq(iq: Element) -> bool:
