@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: up test lint typecheck pytest install dev clean bench bench-compare
+.PHONY: up test lint typecheck pytest install dev clean bench bench-compare compile uncompiled
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # The stamps re-run pip only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[compile]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -22,7 +22,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-up: $(VENV)/.installed
+# The message path's hottest modules compiled with mypyc (roost.compiled), again whenever one
+# of them changes. Without a C compiler the build says so and roost runs as plain Python.
+COMPILED := $(shell sed -n 's/^    "\(roost\/.*\.py\)",$$/src\/\1/p' src/roost/compiled.py)
+src/roost/compiled.json: $(COMPILED) src/roost/compiled.py | $(VENV)/.installed
+	$(BIN)/python src/roost/compiled.py build
+
+compile: src/roost/compiled.json
+
+uncompiled:
+	$(BIN)/python src/roost/compiled.py clean
+
+up: $(VENV)/.installed compile
 	$(BIN)/roost up $(ARGS)
 
 lint: dev
@@ -32,17 +43,18 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-pytest: dev
+pytest: dev compile
 	$(BIN)/python -m pytest $(ARGS)
 
 test: lint typecheck pytest
 
-bench: dev
+bench: dev compile
 	$(BIN)/python -m benchmarks.roost_server $(ARGS)
 
 # roost against ejabberd, Prosody and PyJabber (installs them if missing; see benchmarks/compare.py).
-bench-compare: dev
+bench-compare: dev compile
 	$(BIN)/python -m benchmarks.compare $(ARGS)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist src/build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -f src/*__mypyc*.so src/roost/*/*.so src/roost/compiled.json

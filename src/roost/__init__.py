@@ -6,4 +6,8 @@ feature per module, ``roost.storage`` the durable state, ``roost.cli`` the ``roo
 and ``roost.testing`` the pytest plugin that starts servers inside tests.
 """
 
+from roost.compiled import verify as _verify_compiled
+
 __version__ = "0.1.0"
+
+_verify_compiled()  # a compiled module must not outlive its source (see roost.compiled)
