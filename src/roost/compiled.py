@@ -47,6 +47,12 @@ MODULES: Final = (
     "roost/core/hooks.py",
     "roost/modules/mam_records.py",
     "roost/c2s/framing.py",
+    "roost/xmpp/jid.py",
+    "roost/router/router.py",
+    "roost/router/registry.py",
+    "roost/c2s/connection.py",
+    "roost/c2s/websocket.py",
+    "roost/c2s/session.py",
 )
 
 
