@@ -4,7 +4,7 @@ compiled module from outliving its source.
 Why. A chat message spends most of the event loop's time in the interpreter (``perf``: 62 %,
 27 % in the bytecode loop itself): parsing, building and serializing elements, running hooks.
 mypyc compiles type-annotated modules (roost is ``mypy --strict`` clean) into C extensions
-with the same behaviour and, for these, ~15-25 % more messages per second per core
+with the same behaviour and, for these, ~30 % more messages per second per core
 (docs/benchmarks.md). It ships with mypy, which the project already uses; nothing is written
 by hand. Without a C compiler, or when the build fails, roost runs the same modules as plain
 Python.
