@@ -160,15 +160,21 @@ class Inbox:
         await asyncio.wait_for(wait(), TIMEOUT)
 
 
-async def test_resumption_after_a_socket_abort_delivers_everything_exactly_once(
-    roost_server: RunningServer,
-) -> None:
-    await roost_server.create_user("alice")
-    await roost_server.create_user("bob")
-    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
+async def _alice_with_sm(server: RunningServer) -> tuple[SMClient, Inbox]:
+    """Accounts alice and bob; alice online with stream management, her presence sent."""
+    await server.create_user("alice")
+    await server.create_user("bob")
+    alice = SMClient(server.host, server.port, "alice", cert=server.cert)
     inbox = Inbox(alice)
     await alice.start()
     await alice.send("<presence/>")
+    return alice, inbox
+
+
+async def test_resumption_after_a_socket_abort_delivers_everything_exactly_once(
+    roost_server: RunningServer,
+) -> None:
+    alice, inbox = await _alice_with_sm(roost_server)
     bob = await _logged_in(roost_server, "bob")
     for i in range(10):
         await bob.send(_chat("alice@localhost/sm", f"m{i}"))
@@ -189,12 +195,7 @@ async def test_resumption_after_a_socket_abort_delivers_everything_exactly_once(
 async def test_unacknowledged_messages_go_offline_when_the_window_closes(
     roost_server: RunningServer,
 ) -> None:
-    await roost_server.create_user("alice")
-    await roost_server.create_user("bob")
-    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
-    inbox = Inbox(alice)
-    await alice.start()
-    await alice.send("<presence/>")
+    alice, inbox = await _alice_with_sm(roost_server)
     await inbox.until(lambda: inbox.presences >= 1)  # available: our own presence came back
     alice.abort()
     bob = await _logged_in(roost_server, "bob")
@@ -226,12 +227,7 @@ async def test_messages_written_but_unacknowledged_go_offline_when_the_stream_cl
 ) -> None:
     # Written to the client, they wait in the queue as the bytes written: routed again, they
     # are elements once more, with everything they carried.
-    await roost_server.create_user("alice")
-    await roost_server.create_user("bob")
-    alice = SMClient(roost_server.host, roost_server.port, "alice", cert=roost_server.cert)
-    inbox = Inbox(alice)
-    await alice.start()
-    await alice.send("<presence/>")
+    alice, inbox = await _alice_with_sm(roost_server)
     await inbox.until(lambda: inbox.presences >= 1)
     bob = await _logged_in(roost_server, "bob")
     for i in range(3):  # fewer than the server's ack request interval: none asked for

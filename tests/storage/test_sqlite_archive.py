@@ -8,7 +8,6 @@ test_archive.py.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -40,37 +39,29 @@ def chunks(path: Path) -> list[tuple[str, int, int, int]]:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "roost.db"
-
-
-@pytest.fixture
-async def store(path: Path) -> AsyncIterator[SQLiteStorage]:
-    store = SQLiteStorage(path)
-    await store.open()
+async def store(sqlite_storage: SQLiteStorage) -> SQLiteStorage:
+    """The shared SQLite store (conftest), with three accounts."""
     for jid in (ALICE, BOB, CAROL):
-        await store.create_user(jid, [])
-    try:
-        yield store
-    finally:
-        await store.close()
+        await sqlite_storage.create_user(jid, [])
+    return sqlite_storage
 
 
-async def test_a_batch_is_one_row_per_owner(store: SQLiteStorage, path: Path) -> None:
+async def test_a_batch_is_one_row_per_owner(store: SQLiteStorage) -> None:
     batch = [record(BASE + n, owner=(ALICE, BOB, CAROL)[n % 3]) for n in range(30)]
     await store.archive_messages(batch)
-    assert chunks(path) == [
+    assert chunks(store.path) == [
         (ALICE, BASE, BASE + 27, 10),
         (BOB, BASE + 1, BASE + 28, 10),
         (CAROL, BASE + 2, BASE + 29, 10),
     ]
 
 
-async def test_chunks_are_bounded_in_records_and_in_time(store: SQLiteStorage, path: Path) -> None:
+async def test_chunks_are_bounded_in_records_and_in_time(store: SQLiteStorage) -> None:
     many = [record(BASE + n) for n in range(CHUNK_RECORDS * 2 + 5)]
     far = [record(BASE + CHUNK_SPAN * 3 + n) for n in range(3)]
     await store.archive_messages(many + far)
-    assert [n for _owner, _first, _last, n in chunks(path)] == [CHUNK_RECORDS, CHUNK_RECORDS, 5, 3]
+    sizes = [n for _owner, _first, _last, n in chunks(store.path)]
+    assert sizes == [CHUNK_RECORDS, CHUNK_RECORDS, 5, 3]
     page = await store.query_archive(ALICE, ArchiveQuery(limit=1000))
     assert [m.id for m in page.messages] == [r.id for r in many + far]
     # An id in any chunk is found, and pages cross chunk boundaries both ways.
@@ -86,12 +77,12 @@ async def test_chunks_are_bounded_in_records_and_in_time(store: SQLiteStorage, p
 
 
 async def test_an_overlapping_batch_is_merged_and_chunks_stay_apart(
-    store: SQLiteStorage, path: Path
+    store: SQLiteStorage,
 ) -> None:
     await store.archive_messages([record(BASE + n) for n in (0, 10, 20)])
     await store.archive_messages([record(BASE + n) for n in (30, 40)])
     await store.archive_messages([record(BASE + n) for n in (15, 35, 50)])
-    found = chunks(path)
+    found = chunks(store.path)
     assert sum(n for *_rest, n in found) == 8
     for (_o, _f, last, _n), (_o2, first, _l, _n2) in pairwise(found):
         assert last < first
@@ -154,7 +145,8 @@ def version_3_file(path: Path) -> None:
         connection.close()
 
 
-async def test_a_version_3_archive_is_migrated_to_chunks(path: Path) -> None:
+async def test_a_version_3_archive_is_migrated_to_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "roost.db"
     version_3_file(path)
     store = SQLiteStorage(path)
     await store.open()
