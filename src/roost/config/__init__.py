@@ -168,8 +168,15 @@ class ServerConfig:
         runtime=True,
         minimum=1,
     )
+    # 1 s rather than longer: during a login storm every stream still awake holds an expat
+    # parser (~5 KiB, much of it small blocks), and the parsers freed later leave the
+    # allocator's pools fragmented around the sessions' long-lived objects. 10,000 idle
+    # sessions measured 12.5 KiB each at 5 s, 11.7 at 2 s, 10.9 at 1 s (benchmarks.roost_server,
+    # docs/benchmarks.md). Waking a parser costs ~7 µs on the next stanza, and a stream woken
+    # only now and then sleeps again at once (see C2SSession.data_received); a busy one stays
+    # awake.
     hibernate_after: float = option(
-        5.0,
+        1.0,
         key="limits.hibernate_after",
         doc="seconds of silence after which a stream releases its parser buffers",
         runtime=True,

@@ -5,9 +5,10 @@ Why chunks. The archive takes two records per message (the sender's and the reci
 and with one table row per record, writing them was most of what archiving cost: ~13 µs per
 record in SQLite alone (a row and an index entry), on the core the event loop shares. So a
 batch of records (see :mod:`roost.modules.mam`: up to a second of traffic) is stored as one
-row per owner, an ``archive_chunk`` holding that owner's records of the batch as a JSON array,
-in seq order. Under load a busy owner gets many records per chunk, and the row, its index
-entries and the JSON encoding cost ~3 µs per record (docs/benchmarks-mam.md); a quiet owner
+row per owner, an ``archive_chunk`` holding that owner's records of the batch joined into one
+text (see ``RECORD`` below), in seq order. Under load a busy owner gets many records per chunk,
+and the row and its two index entries are shared by them all: ~7 µs per record with the
+grouping and joining, against 18 µs with a row each (docs/benchmarks-mam.md); a quiet owner
 gets chunks of one record, no worse than a row each. Reading decodes whole chunks, which at
 most ``CHUNK_RECORDS`` records bound.
 
@@ -26,9 +27,8 @@ A chunk also spans at most ``CHUNK_SPAN`` microseconds of seq, so that the chunk
 expiry time are found through the index on ``last_seq`` within a bounded range; expiry deletes
 whole chunks before the time and rewrites the few that straddle it.
 
-The view ``archive`` shows the records one per row, as they were stored before schema
-version 4, for ``roost storage migrate`` and for people inspecting the file; the server itself
-never reads it.
+``every_record`` reads the records back one per row, as they were stored before schema
+version 4 (which dropped that table), for ``roost storage migrate``.
 
 Seqs are unique per owner here; in PostgreSQL, where a table row per record is the store,
 across owners too. The archiving node hands out seqs strictly increasing across owners, so the
