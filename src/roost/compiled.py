@@ -53,6 +53,8 @@ MODULES: Final = (
     "roost/c2s/connection.py",
     "roost/c2s/websocket.py",
     "roost/c2s/session.py",
+    "roost/modules/mam.py",
+    "roost/storage/sqlite_archive.py",
 )
 
 

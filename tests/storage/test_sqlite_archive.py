@@ -92,6 +92,37 @@ async def test_an_overlapping_batch_is_merged_and_chunks_stay_apart(
     ]
 
 
+async def test_a_chunk_another_connection_wrote_is_merged_with(store: SQLiteStorage) -> None:
+    """The store remembers each owner's last seq; another writer of the file (a second node
+    sharing it) makes it look again."""
+    await store.archive_messages([record(BASE + n) for n in (0, 10)])
+    other = SQLiteStorage(store.path)
+    await other.open()
+    try:
+        await other.archive_messages([record(BASE + n) for n in (20, 30)])
+    finally:
+        await other.close()
+    await store.archive_messages([record(BASE + n) for n in (25, 40)])
+    found = chunks(store.path)
+    for (_o, _f, last, _n), (_o2, first, _l, _n2) in pairwise(found):
+        assert last < first
+    page = await store.query_archive(ALICE, ArchiveQuery())
+    assert [m.stamp for m in page.messages] == [(BASE + n) / 1e6 for n in (0, 10, 20, 25, 30, 40)]
+
+
+async def test_an_old_batch_does_not_hide_the_newer_chunks_after_it(store: SQLiteStorage) -> None:
+    await store.archive_messages([record(BASE + n) for n in (100, 200)])
+    await store.archive_messages([record(BASE + n) for n in (10, 20)])  # retried, older
+    await store.archive_messages([record(BASE + n) for n in (150, 300)])
+    found = chunks(store.path)
+    for (_o, _f, last, _n), (_o2, first, _l, _n2) in pairwise(found):
+        assert last < first
+    page = await store.query_archive(ALICE, ArchiveQuery())
+    assert [m.stamp for m in page.messages] == [
+        (BASE + n) / 1e6 for n in (10, 20, 100, 150, 200, 300)
+    ]
+
+
 async def test_separators_in_a_record_are_replaced_not_misread(store: SQLiteStorage) -> None:
     odd = ArchiveRecord(ALICE, BASE, f"{BASE:013x}-id", BOB, "out", "<m>a\x1eb\x1fc</m>")
     await store.archive_messages([odd, record(BASE + 1)])

@@ -168,6 +168,10 @@ class MamModule(Module):
         self._hurry = asyncio.Event()  # ends the writer's wait for more records
         self._room_made: asyncio.Future[None] | None = None  # set when the buffer shrinks
         self.refused = 0  # records refused because the buffer was full
+        # Records waiting for storage before messages wait for room (HIGH_WATER; an attribute
+        # so that it can be lowered in a live node), and how often a message has waited.
+        self.high_water = HIGH_WATER
+        self.waited = 0
         # Set once the ids continue from the last seq stored (see _continue_sequence).
         self._sequenced: asyncio.Future[None] | None = None
         self._sequenced_done = False
@@ -296,7 +300,7 @@ class MamModule(Module):
 
     def _allowed(self, owner: str, other: JID) -> bool | None:
         """Whether the owner archives messages with ``other``; None when that must wait."""
-        if len(self._buffer) >= HIGH_WATER or not self._sequenced_done:
+        if len(self._buffer) >= self.high_water or not self._sequenced_done:
             return None
         prefs = self._prefs.get(owner)
         if prefs is None:
@@ -324,7 +328,7 @@ class MamModule(Module):
         if not self._sequenced_done:
             assert self._sequenced is not None  # started
             await asyncio.shield(self._sequenced)
-        while len(self._buffer) >= HIGH_WATER:
+        while len(self._buffer) >= self.high_water:
             await self._room()
         prefs = await self.prefs(owner)
         decided = self._decided(prefs, owner, other)
@@ -413,7 +417,7 @@ class MamModule(Module):
                 self._written += len(batch)
                 self._settle_flushes()
                 room = self._room_made
-                if room is not None and len(buffer) < HIGH_WATER:
+                if room is not None and len(buffer) < self.high_water:
                     self._room_made = None
                     room.set_result(None)
         finally:
@@ -486,6 +490,7 @@ class MamModule(Module):
 
     async def _room(self) -> None:
         """Wait until the buffer has room again (the writer took a batch)."""
+        self.waited += 1
         if self._room_made is None:
             self._room_made = asyncio.get_running_loop().create_future()
         self._hurry.set()

@@ -87,7 +87,7 @@ _T = TypeVar("_T")
 _MIGRATIONS = migrations.load("sqlite")
 
 # The connection's page cache, in KiB (SQLite's default is 2 MiB). Archive writes touch one
-# index page per owner of each batch (see archive.write): with the default, a batch for a
+# index page per owner of each batch (see archive.ChunkWriter): with the default, a batch for a
 # thousand users already evicts the pages it is about to write again, and each one is read back
 # from the file. Pages are cached only as they are used, so a small database stays small.
 CACHE_KIB = 32 * 1024
@@ -104,6 +104,7 @@ class SQLiteStorage(Storage):
         self._path = path
         self._busy_timeout = busy_timeout
         self._worker = StorageThread(str(path), self._connect, _disconnect, nice=thread_nice)
+        self._archive = archive.ChunkWriter()  # used on the storage thread only
 
     @property
     def path(self) -> Path:
@@ -199,7 +200,7 @@ class SQLiteStorage(Storage):
 
     async def archive_messages(self, records: list[ArchiveRecord]) -> None:
         if records:
-            await self._write(archive.write, "", list(records))
+            await self._write(self._archive.write, "", list(records))
 
     async def query_archive(self, owner: str, query: ArchiveQuery) -> ArchivePage:
         return await self._read(archive.query_page, owner, query)

@@ -126,48 +126,93 @@ def _insert(
     )
 
 
-def write(connection: sqlite3.Connection, _: str, records: list[ArchiveRecord]) -> None:
-    # Records of accounts deleted (or never created) since the message was routed are left
-    # out, instead of failing the whole batch. The owners are checked once per batch: an
-    # EXISTS per row would cost more than the insert.
-    grouped: dict[str, list[ArchiveRecord]] = {}
-    for r in records:
-        mine = grouped.get(r.owner)
-        if mine is None:
-            grouped[r.owner] = [r]
-        else:
-            mine.append(r)
-    owners = list(grouped)
-    existing: set[str] = set()
-    for start in range(0, len(owners), 500):  # within any SQLite's limit of variables
-        chunk = owners[start : start + 500]
-        found = connection.execute(
-            f"SELECT jid FROM users WHERE jid IN ({', '.join('?' * len(chunk))})", chunk
-        )
-        existing.update(jid for (jid,) in found)
-    for owner, mine in grouped.items():
-        if owner in existing:
-            _append(connection, owner, mine)
+class ChunkWriter:
+    """Appends batches of records as chunks; one per store, run on its storage thread.
+
+    It remembers each owner's last stored seq, so that a batch that starts after it (nearly
+    every batch) is appended without first looking for chunks it could overlap: that look-up
+    was about a sixth of a batch's cost. What it remembers holds while no other connection
+    has written to the file: ``PRAGMA data_version`` changes when one has (the nodes of
+    ``roost up --nodes N`` share the file, ``roost user del`` runs beside the server), and
+    then everything remembered is dropped. A value remembered too high (a rolled-back batch,
+    expired chunks, a deleted account) only sends the next batch to the look-up.
+    """
+
+    __slots__ = ("_connection", "_last", "_version")
+
+    def __init__(self) -> None:
+        self._connection: sqlite3.Connection | None = None
+        self._version = -1
+        self._last: dict[str, int] = {}
+
+    def write(self, connection: sqlite3.Connection, _: str, records: list[ArchiveRecord]) -> None:
+        (version,) = connection.execute("PRAGMA data_version").fetchone()
+        if connection is not self._connection or version != self._version:
+            self._connection = connection
+            self._version = int(version)
+            self._last = {}
+        last = self._last
+        # Records of accounts deleted (or never created) since the message was routed are
+        # left out, instead of failing the whole batch. The owners are checked once per
+        # batch: an EXISTS per row would cost more than the insert.
+        grouped: dict[str, list[ArchiveRecord]] = {}
+        for r in records:
+            mine = grouped.get(r.owner)
+            if mine is None:
+                grouped[r.owner] = [r]
+            else:
+                mine.append(r)
+        owners = list(grouped)
+        existing: set[str] = set()
+        for start in range(0, len(owners), 500):  # within any SQLite's limit of variables
+            chunk = owners[start : start + 500]
+            found = connection.execute(
+                f"SELECT jid FROM users WHERE jid IN ({', '.join('?' * len(chunk))})", chunk
+            )
+            existing.update(jid for (jid,) in found)
+        for owner, mine in grouped.items():
+            if owner in existing:
+                last[owner] = _append(connection, owner, mine, last.get(owner))
 
 
-def _append(connection: sqlite3.Connection, owner: str, records: list[ArchiveRecord]) -> None:
-    """Store an owner's new records, keeping its chunks apart and its seqs unique."""
+def _owner_last(connection: sqlite3.Connection, owner: str) -> int:
+    """The owner's last stored seq (its chunks do not overlap: the last one's)."""
+    found = connection.execute(
+        "SELECT last_seq FROM archive_chunk WHERE owner = ? ORDER BY first_seq DESC LIMIT 1",
+        (owner,),
+    ).fetchone()
+    return _LOWEST if found is None else int(found[0])
+
+
+def _append(
+    connection: sqlite3.Connection, owner: str, records: list[ArchiveRecord], known: int | None
+) -> int:
+    """Store an owner's new records, keeping its chunks apart and its seqs unique.
+
+    ``known`` is the owner's last stored seq, or at least as high, if known; returns it
+    after the records were stored.
+    """
     seqs = [r.seq for r in records]
     if any(a >= b for a, b in zip(seqs, islice(seqs, 1, None), strict=False)):
         records = _unique(sorted(records, key=_SEQ))  # sorted() is stable: the first stays
         seqs = [r.seq for r in records]
     first, last = seqs[0], seqs[-1]
-    # The owner's chunks that could overlap [first, last]: from the one holding ``first`` (or
-    # the last before it) onwards, up to ``last``. Usually one, which ends before ``first``.
-    overlapping = connection.execute(
-        "SELECT chunk, records FROM archive_chunk WHERE owner = ? AND first_seq <= ?"
-        " AND first_seq >= (SELECT coalesce(max(first_seq), ?) FROM archive_chunk"
-        "                   WHERE owner = ? AND first_seq <= ?)"
-        " AND last_seq >= ?",
-        (owner, last, first, owner, first, first),
-    ).fetchall()
+    if known is None:
+        known = _owner_last(connection, owner)
     texts = [_text(r) for r in records]
     peers = [_bare(r.with_jid) for r in records]
+    if first <= known:
+        # The owner's chunks that could overlap [first, last]: from the one holding
+        # ``first`` (or the last before it) onwards, up to ``last``.
+        overlapping = connection.execute(
+            "SELECT chunk, records FROM archive_chunk WHERE owner = ? AND first_seq <= ?"
+            " AND first_seq >= (SELECT coalesce(max(first_seq), ?) FROM archive_chunk"
+            "                   WHERE owner = ? AND first_seq <= ?)"
+            " AND last_seq >= ?",
+            (owner, last, first, owner, first, first),
+        ).fetchall()
+    else:
+        overlapping = []
     if overlapping:
         merged: dict[int, tuple[str, str]] = {}
         for _chunk, stored in overlapping:
@@ -183,6 +228,7 @@ def _append(connection: sqlite3.Connection, owner: str, records: list[ArchiveRec
             "DELETE FROM archive_chunk WHERE chunk = ?", ((chunk,) for chunk, _text in overlapping)
         )
     _insert(connection, owner, seqs, texts, peers)
+    return max(known, last)
 
 
 _SEQ = attrgetter("seq")
