@@ -164,9 +164,9 @@ def expire(session: C2SSession) -> None:
 
 
 def sweep_sm(session: C2SSession) -> None:
-    """Ask a client with unacknowledged stanzas for an acknowledgement (once a sweep)."""
+    """Ask a client with unacknowledged stanzas for an acknowledgement, on its turn."""
     sm = session.sm
-    if sm is not None and sm.queue and not session._detached:
+    if sm is not None and not session._detached and sm.sweep_request():
         session._conn.write(R)
 
 
