@@ -73,6 +73,15 @@ def verify() -> None:
     except FileNotFoundError:
         return
     compiled: dict[str, str] = stamp.get("modules", {})
+    for extension in _extensions():
+        source = extension.with_name(extension.name.split(".")[0] + ".py")
+        if source.relative_to(SOURCE_ROOT).as_posix() not in compiled:
+            # Left by an earlier build whose MODULES held it (another checkout): it would
+            # shadow its source unchecked.
+            raise StaleCompiledModule(
+                f"{extension} is not from the last build: run `make compile` to build again, "
+                "or `make uncompiled` to run every module as plain Python"
+            )
     for relative, digest in compiled.items():
         source = SOURCE_ROOT / relative
         if source.is_file() and _digest(source) != digest:
@@ -82,13 +91,15 @@ def verify() -> None:
             )
 
 
+def _extensions() -> list[Path]:
+    """Every extension module in the package: roost ships none but what a build makes."""
+    return sorted((SOURCE_ROOT / "roost").rglob("*.so"))
+
+
 def _built() -> list[Path]:
-    """What a build left under ``src/``: the modules' extensions and mypyc's shared library."""
-    found = list(SOURCE_ROOT.glob("*__mypyc*.so"))
-    for relative in MODULES:
-        source = SOURCE_ROOT / relative
-        found.extend(source.parent.glob(f"{source.stem}.*.so"))
-    return found
+    """What builds left under ``src/``: the modules' extensions and mypyc's shared library,
+    also those of modules an earlier build compiled and this one does not."""
+    return [*SOURCE_ROOT.glob("*__mypyc*.so"), *_extensions()]
 
 
 def clean() -> None:

@@ -47,6 +47,24 @@ def test_a_source_edited_after_compiling_is_refused_with_the_fix(tree: Path) -> 
     assert isinstance(caught.value, ImportError)  # importing roost fails, as it should
 
 
+def test_an_extension_left_by_an_earlier_build_is_refused(tree: Path) -> None:
+    """A module an earlier build compiled and the last one did not (another checkout's
+    MODULES) would shadow its source unchecked."""
+    digest = hashlib.sha256(b"X = 1\n").hexdigest()
+    stamp(tree, {"roost/xmpp/parser.py": digest})
+    (tree / "roost" / "xmpp" / "parser.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    compiled.verify()  # in the stamp: fine
+    old = tree / "roost" / "cluster" / "framing.cpython-311-x86_64-linux-gnu.so"
+    old.parent.mkdir()
+    old.write_bytes(b"")
+    with pytest.raises(compiled.StaleCompiledModule) as caught:
+        compiled.verify()
+    assert "framing.cpython-311-x86_64-linux-gnu.so is not from the last build" in str(caught.value)
+    compiled.clean()  # what `make uncompiled` and every build start with
+    assert not old.exists()
+    assert not (tree / "roost" / "compiled.json").exists()
+
+
 def test_a_failed_build_leaves_nothing_to_check(tree: Path) -> None:
     stamp(tree, {})  # what build() writes when compiling failed
     compiled.verify()
