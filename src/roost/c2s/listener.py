@@ -5,7 +5,9 @@ applies the time-based rules: unauthenticated connections past ``auth_timeout`` 
 ones past ``idle_timeout`` are closed with ``<connection-timeout/>``; a whitespace keepalive
 (RFC 6120 §4.6.1) goes to connections that have been sent nothing for ``keepalive_interval``,
 which is how a dead peer is eventually noticed; and streams idle for ``hibernate_after``
-release their parser's buffers (see :mod:`roost.xmpp.parser`). A sweep over ten thousand
+release their parser's buffers (see :mod:`roost.xmpp.parser`); stream-management clients
+with unacknowledged stanzas are asked for an acknowledgement on their turn (see
+:mod:`roost.c2s.sm`, ``SWEEP_TURN``). A sweep over ten thousand
 connections costs a few milliseconds, far less than a timer per connection re-armed on every
 read.
 
