@@ -271,6 +271,17 @@ async def test_a_client_that_vanishes_without_close_leaves_no_session(
     await bob.close()
 
 
+async def _resumed(client: WSClient, user: str, previd: str) -> None:
+    """Authenticate ``client`` as ``user`` and resume the session ``previd`` having handled
+    nothing."""
+    await client.open()
+    await client.scram(user)
+    await client.open()
+    await client.send(f"<resume xmlns='{ns.SM}' previd='{previd}' h='0'/>")
+    resumed = await client.expect("resumed", ns.SM)
+    assert resumed.attrs["previd"] == previd
+
+
 async def test_stream_management_resumes_over_websocket(roost_server: RunningServer) -> None:
     await roost_server.create_user("alice")
     await roost_server.create_user("bob")
@@ -286,12 +297,7 @@ async def test_stream_management_resumes_over_websocket(roost_server: RunningSer
         await first.expect("message")
         first.ws.transport.abort()  # gone without acknowledging the message
     async with ws_client(roost_server) as second:
-        await second.open()
-        await second.scram("alice")
-        await second.open()
-        await second.send(f"<resume xmlns='{ns.SM}' previd='{previd}' h='0'/>")
-        resumed = await second.expect("resumed", ns.SM)
-        assert resumed.attrs["previd"] == previd
+        await _resumed(second, "alice", previd)
         again = await second.expect("message")
         assert again.find_text("body", ns.CLIENT) == "unacked"
         await second.send(
@@ -323,12 +329,7 @@ async def test_a_tcp_session_resumes_over_websocket(roost_server: RunningServer)
     await bob.expect("iq")
     alice.abort()  # gone without acknowledging the message
     async with ws_client(roost_server) as ws:
-        await ws.open()
-        await ws.scram("alice")
-        await ws.open()
-        await ws.send(f"<resume xmlns='{ns.SM}' previd='{alice.sm_id}' h='0'/>")
-        resumed = await ws.expect("resumed", ns.SM)
-        assert resumed.attrs["previd"] == alice.sm_id
+        await _resumed(ws, "alice", alice.sm_id)
         again = await ws.expect("message")
         assert again.xmlns == ns.CLIENT
         assert again.attrs["id"] == "t1"
