@@ -14,7 +14,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,48 @@ def load(server: Server, *args: str, timeout: float = 900, pinned: bool = True) 
             f"load generator failed ({done.returncode}): {done.stderr.decode()[-2000:]}"
         ) from None
     return result
+
+
+_PROGRESS = re.compile(r"\[\s*(\w+)\].* delivered (\d+)")
+
+
+def steady_load(
+    server: Server, cpu: Callable[[], tuple[float, ...]], *args: str, pinned: bool = True
+) -> tuple[dict[str, Any], int, tuple[float, ...]]:
+    """Run ``roost bench load`` with progress lines; its JSON, and the steady part of the run:
+    messages delivered, and how much each of the ``cpu()`` readings grew meanwhile.
+
+    ``cpu()`` is read at each of the generator's progress lines (one a second) of the ``run``
+    phase, so that logging in (password hashing) and the drain at the end are left out: per
+    message, the figures are those of the steady state.
+    """
+    command = [
+        *(taskset(LOAD_CORE) if pinned else []),
+        sys.executable, "-m", "roost.bench.load",
+        "--target", f"127.0.0.1:{server.port}", "--domain", server.domain,
+        "--server-pid", str(server.pid), "--progress", "--json", *args,
+    ]  # fmt: skip
+    samples: list[tuple[int, tuple[float, ...]]] = []
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.PIPE, cwd=ROOT, text=True
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = _PROGRESS.match(line)
+            if match and match.group(1) == "run":
+                samples.append((int(match.group(2)), cpu()))
+        process.wait()
+        output.seek(0)
+        text = output.read().decode()
+    try:
+        result: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"load generator failed ({process.returncode})") from None
+    if len(samples) < 2:
+        raise RuntimeError("the run was too short for two progress lines")
+    (first, before), (last, after) = samples[0], samples[-1]
+    return result, max(1, last - first), tuple(b - a for a, b in zip(before, after, strict=True))
 
 
 def ensure_users(server: Server, count: int) -> None:

@@ -34,17 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import LOAD_CORE, ROOT, Server, ensure_users, start_roost, taskset
+from benchmarks.harness import Server, ensure_users, start_roost, steady_load
 from roost.config import DEFAULT_MODULES
 
 SETUPS: dict[str, tuple[bool, bool]] = {  # name -> (mam, sm)
@@ -79,47 +77,13 @@ def archived(data_dir: Path) -> int:
     return int(rows)
 
 
-_PROGRESS = re.compile(r"\[\s*(\w+)\].* delivered (\d+)")
-
-
 def chat(server: Server, *args: str) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run the chat scenario; its JSON, and the server's CPU over its steady part.
-
-    The CPU is read at each of the generator's progress lines (one a second) of the ``run``
-    phase, so that logging in (PBKDF2 hashing) and the drain at the end are left out: the
-    figures are per message of the steady state.
-    """
-    command = [
-        *taskset(LOAD_CORE),
-        sys.executable, "-m", "roost.bench.load",
-        "--target", f"127.0.0.1:{server.port}", "--domain", server.domain,
-        "--server-pid", str(server.pid), "--scenario", "chat", "--progress", "--json", *args,
-    ]  # fmt: skip
-    samples: list[tuple[int, float, float]] = []  # (delivered, loop CPU, other CPU)
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.PIPE, cwd=ROOT, text=True
-        )
-        assert process.stderr is not None
-        for line in process.stderr:
-            match = _PROGRESS.match(line)
-            if match and match.group(1) == "run":
-                samples.append((int(match.group(2)), *cpu_by_thread(server)))
-        process.wait()
-        output.seek(0)
-        text = output.read().decode()
-    try:
-        result: dict[str, Any] = json.loads(text)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"load generator failed ({process.returncode})") from None
-    if len(samples) < 2:
-        raise RuntimeError("the run was too short for two progress lines")
-    (first, loop0, other0), (last, loop1, other1) = samples[0], samples[-1]
-    delivered = max(1, last - first)
-    return result, {
-        "loop_us": (loop1 - loop0) / delivered * 1e6,
-        "other_us": (other1 - other0) / delivered * 1e6,
-    }
+    """Run the chat scenario; its JSON, and the server's CPU per message by thread over the
+    steady part of the run (:func:`~benchmarks.harness.steady_load`)."""
+    result, delivered, (loop, other) = steady_load(
+        server, lambda: cpu_by_thread(server), "--scenario", "chat", *args
+    )
+    return result, {"loop_us": loop / delivered * 1e6, "other_us": other / delivered * 1e6}
 
 
 def run(
