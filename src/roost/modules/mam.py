@@ -122,11 +122,11 @@ log = logging.getLogger(__name__)
 COUNT_LIMIT: Final = 10_000  # the RSM count is left out above this many matching messages
 WINDOW: Final = 1.0  # seconds the writer gathers records at most before a storage call
 TICK: Final = 0.1  # seconds without a new record after which the writer stops gathering
-BATCH: Final = 20_000  # records per storage call at most (one call holds the storage thread)
-HIGH_WATER: Final = 50_000  # records waiting for storage before messages wait for room
+BATCH: Final = 60_000  # records per storage call at most (one call holds the storage thread)
+HIGH_WATER: Final = 120_000  # records waiting for storage before messages wait for room
 RETRY_FIRST: Final = 0.5  # seconds before a failed archive write is tried again ...
 RETRY_MAX: Final = 30.0  # ... doubling up to this
-MAX_BUFFERED: Final = 200_000  # records waiting before new ones are refused (a stalled store)
+MAX_BUFFERED: Final = 300_000  # records waiting before new ones are refused (a stalled store)
 PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
 
 _ARCHIVED_TYPES: Final = frozenset({"chat", "normal"})
