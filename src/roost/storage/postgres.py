@@ -67,7 +67,7 @@ from roost.storage.base import (
     Storage,
     StorageError,
 )
-from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_rows, query_archive
+from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_rows_in_turns, query_archive
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -502,7 +502,7 @@ class PostgresStorage(Storage):
     async def archive_messages(self, records: list[ArchiveRecord]) -> None:
         if not records:
             return
-        rows = archive_rows(records)
+        rows = await archive_rows_in_turns(records)
         async with self._connection(f"archive_messages ({len(records)})") as connection:
             # An account deleted between the statement's snapshot (EXISTS says it is there)
             # and its foreign key check fails the statement; the next attempt's snapshot no

@@ -9,6 +9,7 @@ begins every archive id, so one index, on (owner, seq), serves every query.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -49,6 +50,27 @@ def archive_rows(records: list[ArchiveRecord]) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+# Records encoded at a time by archive_rows_in_turns: ~2 ms of the event loop's time each.
+ROWS_AT_A_TIME = 1000
+
+
+async def archive_rows_in_turns(records: list[ArchiveRecord]) -> str:
+    """:func:`archive_rows` of ``records`` (not empty), encoded ``ROWS_AT_A_TIME`` records at a
+    time with the event loop's other work between them.
+
+    Encoding is ~2 µs a record on the node's event loop, and a batch holds up to a second of
+    traffic: in one piece, 18,000 records (9,000 messages/s) held the loop for ~36 ms, and
+    p99 latency at that rate was 86 ms. ``json.dumps`` is one C call that keeps the GIL, so a
+    worker thread would not have let the loop run either.
+    """
+    parts: list[str] = []
+    for start in range(0, len(records), ROWS_AT_A_TIME):
+        if parts:
+            await asyncio.sleep(0)
+        parts.append(archive_rows(records[start : start + ROWS_AT_A_TIME])[1:-1])
+    return "[" + ",".join(parts) + "]"
 
 
 def _split_jid(jid: str) -> tuple[str, str]:
