@@ -15,6 +15,7 @@ from roost.storage.base import (
     ArchiveRecord,
     UnknownArchiveId,
 )
+from roost.storage.postgres_archive import STATEMENT_ROWS
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -143,6 +144,21 @@ async def test_a_repeated_seq_or_an_unknown_owner_skips_only_that_record(
 
 async def test_an_empty_batch_is_fine(storage: Storage) -> None:
     await storage.archive_messages([])
+
+
+async def test_a_batch_of_many_records_is_stored_whole(storage: Storage) -> None:
+    # More than one statement's worth in PostgreSQL (postgres_archive.STATEMENT_ROWS), for
+    # two owners, one of them unknown.
+    await create(storage, ALICE)
+    count = 2 * STATEMENT_ROWS + 7
+    await storage.archive_messages(
+        [record(n, owner=ALICE if n % 3 else CAROL) for n in range(count)]
+    )
+    alices = [n for n in range(count) if n % 3]
+    assert (await storage.query_archive(ALICE, ArchiveQuery(limit=0))).count == len(alices)
+    last = await storage.query_archive(ALICE, ArchiveQuery(limit=2, backward=True))
+    assert ids(last) == numbered(*alices[-2:])
+    assert ids(await storage.query_archive(CAROL, ArchiveQuery())) == []
 
 
 async def test_deleting_the_owner_deletes_the_archive_and_prefs(storage: Storage) -> None:

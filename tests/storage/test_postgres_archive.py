@@ -9,7 +9,13 @@ import pytest
 
 from roost.storage import postgres_archive
 from roost.storage.base import ArchiveRecord
-from roost.storage.postgres_archive import ROWS_AT_A_TIME, archive_rows, archive_rows_in_turns
+from roost.storage.postgres_archive import (
+    ROWS_AT_A_TIME,
+    STATEMENT_ROWS,
+    archive_parameters,
+    archive_rows,
+    archive_rows_in_turns,
+)
 
 
 def _records(count: int) -> list[ArchiveRecord]:
@@ -47,3 +53,12 @@ async def test_the_event_loop_runs_between_turns(monkeypatch: pytest.MonkeyPatch
     asyncio.get_running_loop().call_soon(marks.append, "other work")
     await archive_rows_in_turns(_records(3 * ROWS_AT_A_TIME))
     assert marks == ["turn", "other work", "turn", "turn"]
+
+
+async def test_a_batch_is_split_into_statements_of_at_most_statement_rows() -> None:
+    records = _records(2 * STATEMENT_ROWS + 1)
+    parameters = await archive_parameters(records)
+    assert [len(json.loads(rows)) for rows in parameters] == [STATEMENT_ROWS, STATEMENT_ROWS, 1]
+    assert [row for rows in parameters for row in json.loads(rows)] == json.loads(
+        archive_rows(records)
+    )

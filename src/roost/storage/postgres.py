@@ -67,7 +67,7 @@ from roost.storage.base import (
     Storage,
     StorageError,
 )
-from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_rows_in_turns, query_archive
+from roost.storage.postgres_archive import ARCHIVE_INSERT, archive_parameters, query_archive
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -502,15 +502,18 @@ class PostgresStorage(Storage):
     async def archive_messages(self, records: list[ArchiveRecord]) -> None:
         if not records:
             return
-        rows = await archive_rows_in_turns(records)
+        parameters = await archive_parameters(records)
         async with self._connection(f"archive_messages ({len(records)})") as connection:
-            # An account deleted between the statement's snapshot (EXISTS says it is there)
+            # An account deleted between a statement's snapshot (EXISTS says it is there)
             # and its foreign key check fails the statement; the next attempt's snapshot no
             # longer sees the account and skips its records. Two attempts suffice unless
-            # accounts keep being deleted under it; three bound it.
+            # accounts keep being deleted under it; three bound it. A batch is stored whole
+            # or not at all, whatever number of statements it takes.
             for attempt in range(3):
                 try:
-                    await connection.execute(ARCHIVE_INSERT, rows)
+                    async with connection.transaction():
+                        for rows in parameters:
+                            await connection.execute(ARCHIVE_INSERT, rows)
                     return
                 except asyncpg.ForeignKeyViolationError:
                     if attempt == 2:
