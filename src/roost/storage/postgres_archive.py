@@ -1,8 +1,9 @@
 """The message archive (XEP-0313) of the PostgreSQL backend: its SQL, apart for its size.
 
-:class:`~roost.storage.postgres.PostgresStorage` archives a batch of records with one
-statement (:data:`ARCHIVE_INSERT`, its parameter from :func:`archive_rows`) and answers an
-archive query with :func:`query_archive`. The semantics, shared with the SQLite backend, are
+:class:`~roost.storage.postgres.PostgresStorage` archives a batch of records with
+:data:`ARCHIVE_INSERT`, one statement per ``STATEMENT_ROWS`` records in one transaction, their
+parameters from :func:`archive_parameters`, and answers an archive query with
+:func:`query_archive`. The semantics, shared with the SQLite backend, are
 those of :mod:`roost.storage.base`: ``seq`` orders the archive, is its time in microseconds and
 begins every archive id, so one index, on (owner, seq), serves every query.
 """
