@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from roost.c2s.sm import ResumptionTable
+from roost.core.hooks import Stop
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient
 from roost.testing.smclient import SMClient
@@ -189,6 +192,53 @@ async def test_resumption_after_a_socket_abort_delivers_everything_exactly_once(
     await inbox.until(lambda: len(inbox.bodies) >= 30)
     await alice.close()
     assert inbox.bodies == [f"m{i}" for i in range(30)]
+
+
+async def test_a_resumption_waits_for_what_the_old_connection_sent_to_be_handled(
+    roost_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stanza read on the old connection is still being handled when the client resumes:
+    # <resumed h='N'/> must count it once it is done, not leave it out (the client would send
+    # it again, it would be delivered twice, and the two counts would disagree from then on).
+    server = roost_server.server
+    alice, _inbox = await _alice_with_sm(roost_server)
+    bob = await _logged_in(roost_server, "bob")
+    held, release, detached, asked = (asyncio.Event() for _ in range(4))
+
+    def hold(stanza: Element, session: Any) -> Any:
+        if stanza.find_text("body") != "held":
+            return stanza
+        held.set()
+
+        async def later() -> None:
+            await release.wait()
+            pending = server.router.route(stanza, session)
+            if pending is not None:
+                await pending
+
+        return Stop(later())
+
+    take = ResumptionTable.take
+
+    def taking(table: ResumptionTable, sm_id: str, user: str) -> Any:
+        asked.set()
+        return take(table, sm_id, user)
+
+    server.hooks.add("c2s.inbound", hold, priority=1)
+    server.hooks.add("c2s.detached", lambda session: detached.set())
+    monkeypatch.setattr(ResumptionTable, "take", taking)
+    await alice.send(_chat("bob@localhost/r", "held"))
+    await asyncio.wait_for(held.wait(), TIMEOUT)
+    alice.abort()
+    await asyncio.wait_for(detached.wait(), TIMEOUT)
+    resuming = asyncio.ensure_future(alice.resume())
+    await asyncio.wait_for(asked.wait(), TIMEOUT)  # the server is answering the <resume/>
+    release.set()
+    assert await asyncio.wait_for(resuming, TIMEOUT)
+    assert alice.server_acked == 2  # her presence and the held message: nothing to send again
+    await alice.send(_chat("bob@localhost/r", "after"))
+    bodies = [(await bob.expect("message")).find_text("body") for _ in range(2)]
+    assert bodies == ["held", "after"]
 
 
 @pytest.mark.roost_config(sm_timeout=60)

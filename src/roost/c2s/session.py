@@ -82,6 +82,7 @@ class C2SSession:
         "_framing",
         "_header_sent",
         "_held",
+        "_idle",
         "_parser",
         "_queue",
         "_sasl",
@@ -107,6 +108,7 @@ class C2SSession:
         self._parser: XMLStreamParser = framing.parser(server.config.max_stanza_size)
         self._queue: deque[StreamOpen | Element | StreamClose] | None = None
         self._busy = False
+        self._idle: asyncio.Future[None] | None = None  # set when no longer busy (settled())
         self._finished = False
         self._held: list[Element] | None = None
         self._woken_at = 0.0
@@ -208,6 +210,11 @@ class C2SSession:
                     log.exception("%s: failed handling a stanza", self)
                     self.stream_error(StreamError("internal-server-error"))
                 pending = None
+                if self._successor is not None:
+                    # A resumption completed while it was awaited (sm_session.on_resume): what
+                    # this connection sent since is the resumed session's input.
+                    self._successor._continue(list(queue))
+                    queue.clear()
                 while queue and pending is None and self.state is not State.CLOSED:
                     pending = self._handle(queue.popleft())
                     if self._successor is not None:
@@ -217,12 +224,22 @@ class C2SSession:
         finally:
             self._busy = False
             self._queue = None
+            idle, self._idle = self._idle, None
+            if idle is not None and not idle.done():
+                idle.set_result(None)
             if self._successor is not None:
                 pass  # this husk handed its connection to a resumed session
             elif self.state is State.CLOSED or (self._conn.closing and not self._detached):
                 self._finish()
             else:
                 self._conn.resume_reading()
+
+    async def settled(self) -> None:
+        """Return once every stanza this session has read is handled (it is not busy)."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
 
     def _continue(self, events: list[StreamOpen | Element | StreamClose]) -> None:
         """Take over input that arrived on a connection before it was handed to us."""

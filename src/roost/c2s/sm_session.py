@@ -63,7 +63,7 @@ def on_enable_too_early(session: C2SSession, element: Element) -> None:
     session._send(failed("unexpected-request"))
 
 
-def on_resume(session: C2SSession, element: Element) -> None:
+def on_resume(session: C2SSession, element: Element) -> Awaitable[None] | None:
     """XEP-0198 §5: continue a previous session on this new connection."""
     if not session.authenticated or session.username is None:
         raise StreamError("not-authorized", "authenticate before resuming")
@@ -73,9 +73,26 @@ def on_resume(session: C2SSession, element: Element) -> None:
     old = table.take(previd, session.username)
     if old is None or old.sm is None or old.state is State.CLOSED:
         session._send(failed("item-not-found", table.final_count(previd, session.username)))
-        return
+        return None
     old.sm.ack(h)
+    if old._busy:
+        # Stanzas read on the old connection are still being handled. Answered now, <resumed>
+        # would leave them out of h: the client would send them again, and they would be
+        # handled, and counted, twice (the client's count and ours would then disagree).
+        return _resume_when_settled(old, session, previd)
     adopt(old, session)
+    return None
+
+
+async def _resume_when_settled(old: C2SSession, husk: C2SSession, previd: str) -> None:
+    await old.settled()
+    if husk.state is State.CLOSED or husk._conn.closing:
+        return  # the client gave up meanwhile: the old session stays as it was
+    if old.state is State.CLOSED or old.sm is None:  # its resumption window closed meanwhile
+        table = husk._server.resumption
+        husk._send(failed("item-not-found", table.final_count(previd, husk.username or "")))
+        return
+    adopt(old, husk)
 
 
 def adopt(session: C2SSession, husk: C2SSession) -> None:
