@@ -72,7 +72,7 @@ def on_resume(session: C2SSession, element: Element) -> Awaitable[None] | None:
     table = session._server.resumption
     old = table.take(previd, session.username)
     if old is None or old.sm is None or old.state is State.CLOSED:
-        session._send(failed("item-not-found", table.final_count(previd, session.username)))
+        _not_resumable(session, previd)
         return None
     old.sm.ack(h)
     if old._busy:
@@ -89,10 +89,15 @@ async def _resume_when_settled(old: C2SSession, husk: C2SSession, previd: str) -
     if husk.state is State.CLOSED or husk._conn.closing:
         return  # the client gave up meanwhile: the old session stays as it was
     if old.state is State.CLOSED or old.sm is None:  # its resumption window closed meanwhile
-        table = husk._server.resumption
-        husk._send(failed("item-not-found", table.final_count(previd, husk.username or "")))
+        _not_resumable(husk, previd)
         return
     adopt(old, husk)
+
+
+def _not_resumable(session: C2SSession, previd: str) -> None:
+    """``<failed/>`` with the final count of the session ``previd`` named, when known."""
+    final = session._server.resumption.final_count(previd, session.username or "")
+    session._send(failed("item-not-found", final))
 
 
 def adopt(session: C2SSession, husk: C2SSession) -> None:
