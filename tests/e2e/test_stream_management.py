@@ -298,3 +298,25 @@ async def test_messages_written_but_unacknowledged_go_offline_when_the_stream_cl
         extra = message.find("x", "urn:example:x")
         assert extra is not None
         assert extra.attrs["a"] == f"<{i}"
+
+
+async def test_a_new_login_replaces_a_detached_session_of_the_same_full_jid(
+    roost_server: RunningServer,
+) -> None:
+    # The phone lost its connection and the app started afresh, binding the same resource
+    # without resuming: the detached session is replaced (RFC 6120 §7.7.2.2), and what was
+    # queued for it reaches the new one rather than being lost with the old connection.
+    alice, inbox = await _alice_with_sm(roost_server)
+    await inbox.until(lambda: inbox.presences >= 1)
+    detached = asyncio.Event()
+    roost_server.server.hooks.add("c2s.detached", lambda session: detached.set())
+    alice.abort()
+    await asyncio.wait_for(detached.wait(), TIMEOUT)
+    bob = await _logged_in(roost_server, "bob")
+    await bob.send(_chat("alice@localhost", "while away"))
+    await bob.send(PING)
+    await bob.expect("iq")
+    again = await _logged_in(roost_server, "alice", resource="sm")
+    await again.send("<presence/>")
+    message = await again.expect("message")
+    assert message.find_text("body") == "while away"

@@ -202,8 +202,10 @@ class C2SConnection(asyncio.Protocol):
         """Flush what is queued, then close the connection."""
         if self._closing:
             return
-        self.flush()
         self._closing = True
+        if self._closed:
+            return  # already gone (a detached session being replaced, say): nothing to close
+        self.flush()
         transport = self._transport
         if transport is not None:
             if self._ssl is not None:
