@@ -171,13 +171,10 @@ class C2SSession:
             self._server.resumption.detached(sm.id, loop_now + self._server.config.sm_timeout)
             self._server.hooks.run("c2s.detached", self)
             return
-        # Unreachable from now on: stanzas for this resource must go elsewhere (other
-        # resources, offline storage) rather than into a dead socket.
-        if self.jid.resource is not None:
-            self._server.sessions.remove(self)
         if not self._busy:
             self._finish()
-        # else: the queue is still being worked through; _drain finishes the session.
+        else:  # the queue is still being worked through; _drain finishes the session
+            self._unroute()
 
     # -- event processing --------------------------------------------------------------------
 
@@ -450,8 +447,8 @@ class C2SSession:
         False when the session has ended and took nothing: the caller still owns the stanza
         (the offline module then keeps it stored).
         """
-        if self.state is State.CLOSED:
-            return False
+        if self.state is State.CLOSED or (self._conn.closing and not self._detached):
+            return False  # gone, or going: nothing would confirm that the client got it
         out = self._server.hooks.fold("c2s.outbound", stanza, self)
         if out is not None:
             self._write_stanza(out)
@@ -537,6 +534,37 @@ class C2SSession:
         self._conn.close()
         if not self._busy:
             self._finish()
+        else:
+            self._unroute()
+
+    def _unroute(self) -> None:
+        """Unreachable from now on, though still handling what the client sent (busy).
+
+        Stanzas for this resource go elsewhere (other resources, offline storage) rather than
+        into a dead socket, and what the session holds for the client unconfirmed is routed
+        again *now*: kept until the session finishes, it would be overtaken by what is routed
+        to the user's next session meanwhile, and arrive out of order.
+        """
+        if self.jid.resource is not None:
+            self._server.sessions.remove(self)
+        self._reroute_unconfirmed()
+
+    def _reroute_unconfirmed(self) -> None:
+        # What was never confirmed by the client (stream management) or never even sent
+        # (held while stored messages were replayed) is routed again, never dropped.
+        unsent: list[Element] = []
+        tokens: list[tuple[str, int]] = []
+        sm = self.sm
+        if sm is not None:
+            unsent += sm_session.unsent(self)
+            if sm.tokens:
+                tokens = list(sm.tokens.values())
+                sm.tokens = None
+        if self._held:
+            unsent += self._held
+        self._held = None
+        if unsent or tokens:
+            sm_session.reroute(self, unsent, tokens)
 
     def _finish(self) -> None:
         """Tear down once, after every stanza the client sent has been handled."""
@@ -551,23 +579,10 @@ class C2SSession:
             if self.authenticated:
                 self._server.hooks.run("c2s.closed", self)
         self.available = False
-        # What was never confirmed by the client (stream management) or never even sent
-        # (held while stored messages were replayed) is routed again, never dropped.
-        unsent: list[Element] = []
-        tokens: list[tuple[str, int]] = []
         sm = self.sm
-        if sm is not None:
-            if sm.id:
-                self._server.resumption.ended(sm.id, self.username or "", sm.handled)
-            unsent += sm_session.unsent(self)
-            if sm.tokens:
-                tokens = list(sm.tokens.values())
-                sm.tokens = None
-        if self._held:
-            unsent += self._held
-        self._held = None
-        if unsent:
-            self._server.spawn(sm_session.reroute(self, unsent, tokens))
+        if sm is not None and sm.id:
+            self._server.resumption.ended(sm.id, self.username or "", sm.handled)
+        self._reroute_unconfirmed()
 
     def expire(self) -> None:
         """The resumption window closed (or the server stops): end a detached session."""

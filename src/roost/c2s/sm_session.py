@@ -183,6 +183,8 @@ def expire(session: C2SSession) -> None:
         session._server.resumption.closing(sm.id)
     if not session._busy:
         session._finish()
+    else:  # it finishes once the stanzas it read are handled (_drain)
+        session._unroute()
 
 
 def sweep_sm(session: C2SSession) -> None:
@@ -192,32 +194,53 @@ def sweep_sm(session: C2SSession) -> None:
         session._conn.write(R)
 
 
-async def reroute(
+def reroute(
     session: C2SSession,
     stanzas: list[Element],
     tokens: Sequence[tuple[str, int]] = (),
 ) -> None:
-    """Route again what the client never confirmed, now that this session is gone.
+    """Route again what the client never confirmed, now that this session is unreachable.
 
-    ``tokens`` are forwarded stanzas among them: once routed again here, the nodes that
-    forwarded them are told so (see roost.cluster.forwarding).
+    All of it is routed here and now, in the order it was queued, so that nothing routed to
+    the user afterwards can overtake it; the work that needs I/O (offline storage, chiefly)
+    is then awaited in the background. ``tokens`` are forwarded stanzas among them: once
+    routed again, the nodes that forwarded them are told so (see roost.cluster.forwarding).
     """
     router = session._server.router
+    pending: list[Awaitable[Any]] = []
     for stanza in stanzas:
         kind = stanza.attrs.get("type")
-        if stanza.name == "message":
-            if kind not in (None, "chat", "normal") or not _reroutable(stanza):
+        try:
+            if stanza.name == "message":
+                if kind not in (None, "chat", "normal") or not _reroutable(stanza):
+                    continue
+                # Addressed to this resource, it now goes to the bare JID (RFC 6121
+                # §8.5.3.2.1): another resource, or offline storage.
+                routed = router.route(stanza.shallow_copy())
+            elif stanza.name == "iq" and kind in ("get", "set"):
+                routed = router.bounce(stanza, errors.service_unavailable())
+            else:
                 continue
-            # Addressed to this resource, it now goes to the bare JID (RFC 6121
-            # §8.5.3.2.1): another resource, or offline storage.
-            pending = router.route(stanza.shallow_copy())
-        elif stanza.name == "iq" and kind in ("get", "set"):
-            pending = router.bounce(stanza, errors.service_unavailable())
-        else:
+        except Exception:
+            log.exception("%s: failed routing an unconfirmed stanza again", session)
             continue
-        if pending is not None:
-            await pending
-    if tokens:
+        if routed is not None:
+            pending.append(routed)
+    if pending or tokens:
+        session._server.spawn(_rerouted(session, pending, tokens))
+
+
+async def _rerouted(
+    session: C2SSession, pending: list[Awaitable[Any]], tokens: Sequence[tuple[str, int]]
+) -> None:
+    failed = False
+    for routed in pending:
+        try:
+            await routed
+        except Exception:
+            log.exception("%s: failed routing an unconfirmed stanza again", session)
+            failed = True
+    if tokens and not failed:  # else the forwarding nodes keep them, to be sent again
         session._server.confirm_delivery(list(tokens))
 
 

@@ -11,14 +11,22 @@ whose gate is open (:mod:`roost.gate.storage`): the sender gets a ``wait``-type 
 and the message counts as handled only because it was answered with that error (XEP-0198),
 never as if it had been kept.
 
+Stores to one user are chained: each starts once the one before it is done, so that they
+are kept in the order they were routed whatever the store does concurrently (a pool of
+PostgreSQL connections may finish a later statement first).
+
 Delivering. When a session sends initial presence, its live deliveries are held while the
 stored messages are read and written to it, then the held ones follow: the user sees stored
-and live messages in the order the server accepted them. Messages are deleted from storage
-after they were written to the client's stream.
+and live messages in the order the server accepted them. The read waits for the stores to
+that user still under way: a message routed to storage just before the user came online
+would otherwise be stored only after the read, and stay there while later ones were
+delivered live. Messages are deleted from storage after they were written to the client's
+stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -68,6 +76,7 @@ class OfflineModule(Module):
     server_features = (ns.OFFLINE,)
 
     def start(self) -> None:
+        self._storing: dict[str, asyncio.Task[None]] = {}  # user -> the last store under way
         self.hook("router.offline", self._store)
         self.hook("c2s.available", self._on_available)
         self.every(EXPIRY_INTERVAL, self._expire_soon)
@@ -75,9 +84,28 @@ class OfflineModule(Module):
     def _store(self, stanza: Element, to: JID) -> Any:
         if not storable(stanza):
             return None  # chat states and no-store hints are not kept (XEP-0085, XEP-0334)
-        return Stop(self._store_message(stanza, to))
+        user = to.bare_str
+        # A task, not a coroutine left to the caller: under way from the moment it is routed,
+        # for the next store and the next delivery to that user to wait for.
+        store = asyncio.ensure_future(self._store_message(stanza, to, self._storing.get(user)))
+        self._storing[user] = store
+        store.add_done_callback(lambda done: self._stored(user, done))
+        return Stop(store)
 
-    async def _store_message(self, stanza: Element, to: JID) -> None:
+    def _stored(self, user: str, store: asyncio.Task[None]) -> None:
+        if self._storing.get(user) is store:
+            del self._storing[user]
+
+    async def _stores_done(self, user: str) -> None:
+        """Return once every store to ``user`` routed so far is done (stored or bounced)."""
+        while (store := self._storing.get(user)) is not None:
+            await asyncio.wait((store,))
+
+    async def _store_message(
+        self, stanza: Element, to: JID, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            await asyncio.wait((before,))  # its outcome is its own sender's to hear
         try:
             await self._try_store(stanza, to)
         except StorageError as exc:
@@ -123,6 +151,7 @@ class OfflineModule(Module):
         user = session.jid.bare_str
         session.hold()
         try:
+            await self._stores_done(user)
             while True:
                 messages = await storage.fetch_offline(user, 500)
                 if not messages:

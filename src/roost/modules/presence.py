@@ -100,12 +100,24 @@ class PresenceModule(Module):
             directed.discard(to)
 
     async def _broadcast(self, session: C2SSession, stanza: Element) -> None:
+        if stanza.attrs.get("type") is not None or session.available:
+            await self._announce(session, stanza, initial=False)
+            return
+        # Initial presence: from the moment the session is available, live deliveries to it
+        # are held until the work that follows (probes, then offline replay) is done, so that
+        # no live message overtakes a stored one. Presence for the session goes out at once.
+        session.hold()
+        try:
+            await self._announce(session, stanza, initial=True)
+        finally:
+            session.release()
+
+    async def _announce(self, session: C2SSession, stanza: Element, initial: bool) -> None:
         user = session.jid.bare_str
         kind = stanza.attrs.get("type")
         roster = await self.roster.roster(user)
         router = self.server.router
         pending: list[Awaitable[Any]] = []
-        initial = kind is None and not session.available
         if kind is None:
             session.priority = _priority(stanza)
             session.presence = stanza
@@ -126,14 +138,16 @@ class PresenceModule(Module):
             if item.subscription in ("from", "both"):
                 _collect(pending, router.route(_readdressed(stanza, item.jid)))
         for route in self.server.sessions.routes(user):
-            if route.available or route is session:
+            if route is session:
+                session.emit(_readdressed(stanza, str(route.jid)))
+            elif route.available:
                 route.deliver(_readdressed(stanza, str(route.jid)))
-                if initial and route is not session:
+                if initial:
                     # The new resource learns about the user's other ones (as a user is
                     # subscribed to itself).
                     presence = getattr(route, "presence", None)
                     if presence is not None:
-                        session.deliver(_readdressed(presence, str(session.jid)))
+                        session.emit(_readdressed(presence, str(session.jid)))
         if initial:
             probe_from = user
             for item in roster.items:
@@ -150,6 +164,9 @@ class PresenceModule(Module):
 
     def _on_closed(self, session: C2SSession) -> None:
         # §4.5.2 / §4.6.3: a vanished resource is unavailable to everyone who saw it.
+        successor = self.server.sessions.get(session.jid)
+        if successor is not None and successor is not session and successor.available:
+            return  # a new session of the same full JID has announced itself since
         if session.available or session.data.get(DIRECTED):
             unavailable = Element(
                 "presence", ns.CLIENT, {"from": str(session.jid), "type": "unavailable"}

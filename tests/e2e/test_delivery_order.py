@@ -1,0 +1,176 @@
+"""Per-sender order where a user's messages change paths: offline storage, coming online,
+and a session that ends while it is still busy.
+
+Each test holds one step of the server's work (a store, a presence broadcast, a stanza being
+handled) while the next message to the same user arrives by another path, then lets it go:
+the recipient must see the two messages in the order they were sent. Every case here was a
+real reorder found by the loss test (tests/e2e/test_loss.py) run under heavier cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from roost.c2s.session import C2SSession
+from roost.core.hooks import Stop
+from roost.storage.base import RosterItem
+from roost.testing import RunningServer
+from roost.testing.rawclient import RawClient
+from roost.testing.smclient import SMClient
+from roost.xmpp.element import Element
+from roost.xmpp.jid import parse_jid
+from tests.e2e.conftest import TIMEOUT
+
+PING = "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+def _chat(to: str, body: str) -> str:
+    return f"<message to='{to}' type='chat'><body>{body}</body></message>"
+
+
+async def _logged_in(server: RunningServer, user: str) -> RawClient:
+    return await RawClient.logged_in(server.host, server.port, user, cert=server.cert)
+
+
+async def _handled(client: RawClient) -> None:
+    """A round trip: everything the client sent before has been handled by the server."""
+    await client.send(PING)
+    await client.expect("iq")
+
+
+async def _bodies_until_pong(client: RawClient) -> list[str | None]:
+    """The bodies of the messages that reach ``client`` before the answer to a ping."""
+    await client.send(PING)
+    bodies: list[str | None] = []
+    while True:
+        element = await client.next_element()
+        if element.name == "iq":
+            return bodies
+        if element.name == "message":
+            bodies.append(element.find_text("body"))
+
+
+async def test_a_message_stored_while_the_user_comes_online_is_not_overtaken(
+    roost_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "one" is on its way into offline storage when bob sends his initial presence; "two"
+    # comes after. Read before "one" was stored, the store would hand bob nothing, "two"
+    # would go to him live, and "one" would wait for his next login.
+    server = roost_server.server
+    for user in ("alice", "bob", "carol"):
+        await roost_server.create_user(user)
+    storing, release = asyncio.Event(), asyncio.Event()
+    store = type(server.storage).store_offline
+
+    async def slow_store(storage: Any, *args: Any) -> Any:
+        storing.set()
+        await release.wait()
+        return await store(storage, *args)
+
+    monkeypatch.setattr(type(server.storage), "store_offline", slow_store)
+    alice = await _logged_in(roost_server, "alice")
+    carol = await _logged_in(roost_server, "carol")
+    await alice.send(_chat("bob@localhost", "one"))
+    await asyncio.wait_for(storing.wait(), TIMEOUT)
+    bob = await _logged_in(roost_server, "bob")
+    await bob.send("<presence/>")
+    await bob.expect("presence")  # bob is available
+    await carol.send(_chat("bob@localhost", "two"))
+    await _handled(carol)
+    release.set()
+    assert await _bodies_until_pong(bob) == ["one", "two"]
+    assert await server.storage.count_offline("bob@localhost") == 0
+
+
+async def test_live_messages_wait_while_initial_presence_is_still_being_announced(
+    roost_server: RunningServer,
+) -> None:
+    # Between becoming available and replaying offline storage, bob's initial presence is
+    # still going out (here: to carol, held). A live message arriving then must not reach him
+    # before the stored one sent earlier.
+    server = roost_server.server
+    for user in ("alice", "bob", "carol"):
+        await roost_server.create_user(user)
+    await server.storage.put_roster_item(
+        "bob@localhost", RosterItem("carol@localhost", subscription="from")
+    )
+    alice = await _logged_in(roost_server, "alice")
+    await alice.send(_chat("bob@localhost", "one"))
+    await _handled(alice)
+    announcing, release = asyncio.Event(), asyncio.Event()
+
+    def hold_presence_to_carol(stanza: Element, to: Any) -> Any:
+        if stanza.attrs.get("to") != "carol@localhost" or stanza.attrs.get("type"):
+            return stanza
+        announcing.set()
+
+        async def later() -> None:
+            await release.wait()
+
+        return Stop(later())
+
+    server.hooks.add("router.presence", hold_presence_to_carol, priority=1)
+    bob = await _logged_in(roost_server, "bob")
+    await bob.send("<presence/>")
+    await asyncio.wait_for(announcing.wait(), TIMEOUT)  # bob is available, still announcing
+    await alice.send(_chat("bob@localhost", "two"))
+    await _handled(alice)
+    release.set()
+    assert await _bodies_until_pong(bob) == ["one", "two"]
+
+
+@pytest.mark.roost_config(sm_timeout=60)
+async def test_what_a_busy_expired_session_held_is_not_overtaken_by_later_messages(
+    roost_server: RunningServer,
+) -> None:
+    # bob's session is detached and still busy (a stanza he sent is being handled) when its
+    # resumption window closes, with "one" queued for him. bob comes back with a new session
+    # before the old one is done: "two", sent after "one", must not reach him first.
+    server = roost_server.server
+    for user in ("alice", "bob"):
+        await roost_server.create_user(user)
+    bob = SMClient(roost_server.host, roost_server.port, "bob", cert=roost_server.cert)
+    await bob.start()
+    await bob.send("<presence/>")
+    await bob.all_acknowledged()
+    old = server.sessions.get(parse_jid("bob@localhost/sm"))
+    assert isinstance(old, C2SSession)
+    held, release, detached = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def hold(stanza: Element, session: Any) -> Any:
+        if stanza.find_text("body") != "held":
+            return stanza
+        held.set()
+
+        async def later() -> None:
+            await release.wait()
+
+        return Stop(later())
+
+    server.hooks.add("c2s.inbound", hold, priority=1)
+    server.hooks.add("c2s.detached", lambda session: detached.set())
+    await bob.send(_chat("alice@localhost", "held"))
+    await asyncio.wait_for(held.wait(), TIMEOUT)
+    bob.abort()
+    await asyncio.wait_for(detached.wait(), TIMEOUT)
+    alice = await _logged_in(roost_server, "alice")
+    await alice.send(_chat("bob@localhost", "one"))  # queued for bob, who is away
+    await _handled(alice)
+    now = asyncio.get_running_loop().time()
+    for session in server.resumption.expired(now + 61):
+        session.expire()
+    await server.settle()
+    again = await RawClient.logged_in(
+        roost_server.host, roost_server.port, "bob", cert=roost_server.cert, resource="sm"
+    )
+    await again.send("<presence/>")
+    await again.expect("presence")
+    await alice.send(_chat("bob@localhost", "two"))
+    await _handled(alice)
+    release.set()
+    await asyncio.wait_for(old.settled(), TIMEOUT)  # the old session is done ...
+    await server.settle()  # ... and so is whatever it routed again
+    assert await _bodies_until_pong(again) == ["one", "two"]
