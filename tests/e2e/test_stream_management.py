@@ -320,3 +320,49 @@ async def test_a_new_login_replaces_a_detached_session_of_the_same_full_jid(
     await again.send("<presence/>")
     message = await again.expect("message")
     assert message.find_text("body") == "while away"
+
+
+@pytest.mark.roost_config(sm_timeout=60)
+async def test_a_resume_after_the_window_closed_on_a_busy_session_gets_its_final_count(
+    roost_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window closed while a stanza alice sent was still being handled: the <failed/> of a
+    # later <resume/> still says how many of her stanzas were handled, once that is known, so
+    # that she sends again only what the server never handled.
+    server = roost_server.server
+    alice, _inbox = await _alice_with_sm(roost_server)
+    held, release, detached, asked = (asyncio.Event() for _ in range(4))
+    take = ResumptionTable.take
+
+    def taking(table: ResumptionTable, sm_id: str, user: str) -> Any:
+        asked.set()
+        return take(table, sm_id, user)
+
+    monkeypatch.setattr(ResumptionTable, "take", taking)
+
+    def hold(stanza: Element, session: Any) -> Any:
+        if stanza.find_text("body") != "held":
+            return stanza
+        held.set()
+
+        async def later() -> None:
+            await release.wait()
+
+        return Stop(later())
+
+    server.hooks.add("c2s.inbound", hold, priority=1)
+    server.hooks.add("c2s.detached", lambda session: detached.set())
+    await alice.send(_chat("bob@localhost", "held"))
+    await asyncio.wait_for(held.wait(), TIMEOUT)
+    alice.abort()
+    await asyncio.wait_for(detached.wait(), TIMEOUT)
+    now = asyncio.get_running_loop().time()
+    for session in server.resumption.expired(now + 61):
+        session.expire()
+    resuming = asyncio.ensure_future(alice.resume())
+    await asyncio.wait_for(asked.wait(), TIMEOUT)  # the server is answering the <resume/>
+    release.set()
+    assert not await asyncio.wait_for(resuming, TIMEOUT)
+    # <failed h='2'/>: her presence and the held message were handled, and the new session
+    # she opened has nothing to send again (without h, it would send both again).
+    assert not alice.unacked

@@ -190,11 +190,12 @@ class StreamManagement:
 class ResumptionTable:
     """Resumable sessions of one node, by stream management id."""
 
-    __slots__ = ("_deadlines", "_ended", "_sessions")
+    __slots__ = ("_closing", "_deadlines", "_ended", "_sessions")
 
     def __init__(self) -> None:
         self._sessions: dict[str, C2SSession] = {}
         self._deadlines: dict[str, float] = {}  # detached sessions: id -> when they expire
+        self._closing: dict[str, C2SSession] = {}  # no longer resumable, not yet ended
         self._ended: OrderedDict[str, tuple[str, int]] = OrderedDict()  # id -> (user, handled)
 
     def add(self, sm_id: str, session: C2SSession) -> None:
@@ -215,12 +216,20 @@ class ResumptionTable:
 
     def closing(self, sm_id: str) -> None:
         """The session is ending: it can no longer be resumed (its final count comes later)."""
-        self._sessions.pop(sm_id, None)
+        session = self._sessions.pop(sm_id, None)
         self._deadlines.pop(sm_id, None)
+        if session is not None:
+            self._closing[sm_id] = session
+
+    def ending(self, sm_id: str, user: str) -> C2SSession | None:
+        """A session of ``user`` that is ending but has not ended yet (see :meth:`closing`)."""
+        session = self._closing.get(sm_id)
+        return session if session is not None and session.username == user else None
 
     def ended(self, sm_id: str, user: str, handled: int) -> None:
         self._sessions.pop(sm_id, None)
         self._deadlines.pop(sm_id, None)
+        self._closing.pop(sm_id, None)
         self._ended[sm_id] = (user, handled)
         while len(self._ended) > _EXPIRED_MEMORY:
             self._ended.popitem(last=False)

@@ -72,6 +72,11 @@ def on_resume(session: C2SSession, element: Element) -> Awaitable[None] | None:
     table = session._server.resumption
     old = table.take(previd, session.username)
     if old is None or old.sm is None or old.state is State.CLOSED:
+        ending = table.ending(previd, session.username)
+        if ending is not None and ending._busy:
+            # Its window closed while it was still handling what the client sent: its final
+            # count, for <failed h='N'/>, is known once that is done.
+            return _refuse_when_settled(ending, session, previd)
         _not_resumable(session, previd)
         return None
     old.sm.ack(h)
@@ -92,6 +97,12 @@ async def _resume_when_settled(old: C2SSession, husk: C2SSession, previd: str) -
         _not_resumable(husk, previd)
         return
     adopt(old, husk)
+
+
+async def _refuse_when_settled(old: C2SSession, husk: C2SSession, previd: str) -> None:
+    await old.settled()
+    if husk.state is not State.CLOSED and not husk._conn.closing:
+        _not_resumable(husk, previd)
 
 
 def _not_resumable(session: C2SSession, previd: str) -> None:
