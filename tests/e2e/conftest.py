@@ -9,9 +9,29 @@ from typing import Any
 import pytest
 import slixmpp
 
+from roost.core.hooks import Stop
+from roost.core.server import Server
 from roost.testing import RunningServer
+from roost.xmpp.element import Element
 
 TIMEOUT = 10.0
+
+
+def held_in_hook(
+    server: Server, hook: str, matches: Callable[[Element], bool]
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the fold hook ``hook`` hold the stanzas that match: they count as being handled
+    until the second event is set, and then go no further. Returns (one was held, release)."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    def hold(stanza: Element, _context: Any) -> Any:
+        if not matches(stanza):
+            return stanza
+        held.set()
+        return Stop(release.wait())
+
+    server.hooks.add(hook, hold, priority=1)
+    return held, release
 
 
 class Client(slixmpp.ClientXMPP):  # type: ignore[misc]

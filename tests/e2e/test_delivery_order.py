@@ -15,14 +15,12 @@ from typing import Any
 import pytest
 
 from roost.c2s.session import C2SSession
-from roost.core.hooks import Stop
 from roost.storage.base import RosterItem
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient
 from roost.testing.smclient import SMClient
-from roost.xmpp.element import Element
 from roost.xmpp.jid import parse_jid
-from tests.e2e.conftest import TIMEOUT
+from tests.e2e.conftest import TIMEOUT, held_in_hook
 
 PING = "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
 
@@ -100,19 +98,11 @@ async def test_live_messages_wait_while_initial_presence_is_still_being_announce
     alice = await _logged_in(roost_server, "alice")
     await alice.send(_chat("bob@localhost", "one"))
     await _handled(alice)
-    announcing, release = asyncio.Event(), asyncio.Event()
-
-    def hold_presence_to_carol(stanza: Element, to: Any) -> Any:
-        if stanza.attrs.get("to") != "carol@localhost" or stanza.attrs.get("type"):
-            return stanza
-        announcing.set()
-
-        async def later() -> None:
-            await release.wait()
-
-        return Stop(later())
-
-    server.hooks.add("router.presence", hold_presence_to_carol, priority=1)
+    announcing, release = held_in_hook(
+        server,
+        "router.presence",
+        lambda stanza: stanza.attrs.get("to") == "carol@localhost" and not stanza.attrs.get("type"),
+    )
     bob = await _logged_in(roost_server, "bob")
     await bob.send("<presence/>")
     await asyncio.wait_for(announcing.wait(), TIMEOUT)  # bob is available, still announcing
@@ -138,19 +128,8 @@ async def test_what_a_busy_expired_session_held_is_not_overtaken_by_later_messag
     await bob.all_acknowledged()
     old = server.sessions.get(parse_jid("bob@localhost/sm"))
     assert isinstance(old, C2SSession)
-    held, release, detached = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    def hold(stanza: Element, session: Any) -> Any:
-        if stanza.find_text("body") != "held":
-            return stanza
-        held.set()
-
-        async def later() -> None:
-            await release.wait()
-
-        return Stop(later())
-
-    server.hooks.add("c2s.inbound", hold, priority=1)
+    held, release = held_in_hook(server, "c2s.inbound", lambda s: s.find_text("body") == "held")
+    detached = asyncio.Event()
     server.hooks.add("c2s.detached", lambda session: detached.set())
     await bob.send(_chat("alice@localhost", "held"))
     await asyncio.wait_for(held.wait(), TIMEOUT)

@@ -16,7 +16,7 @@ from roost.testing.rawclient import RawClient
 from roost.testing.smclient import SMClient
 from roost.xmpp import ns
 from roost.xmpp.element import Element
-from tests.e2e.conftest import TIMEOUT
+from tests.e2e.conftest import TIMEOUT, held_in_hook
 
 
 async def _logged_in(server: RunningServer, user: str, resource: str = "r") -> RawClient:
@@ -163,6 +163,19 @@ class Inbox:
         await asyncio.wait_for(wait(), TIMEOUT)
 
 
+def _resume_asked(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """An event set when the server looks up the session a <resume/> names."""
+    asked = asyncio.Event()
+    take = ResumptionTable.take
+
+    def taking(table: ResumptionTable, sm_id: str, user: str) -> Any:
+        asked.set()
+        return take(table, sm_id, user)
+
+    monkeypatch.setattr(ResumptionTable, "take", taking)
+    return asked
+
+
 async def _alice_with_sm(server: RunningServer) -> tuple[SMClient, Inbox]:
     """Accounts alice and bob; alice online with stream management, her presence sent."""
     await server.create_user("alice")
@@ -203,7 +216,8 @@ async def test_a_resumption_waits_for_what_the_old_connection_sent_to_be_handled
     server = roost_server.server
     alice, _inbox = await _alice_with_sm(roost_server)
     bob = await _logged_in(roost_server, "bob")
-    held, release, detached, asked = (asyncio.Event() for _ in range(4))
+    held, release, detached = (asyncio.Event() for _ in range(3))
+    asked = _resume_asked(monkeypatch)
 
     def hold(stanza: Element, session: Any) -> Any:
         if stanza.find_text("body") != "held":
@@ -218,15 +232,8 @@ async def test_a_resumption_waits_for_what_the_old_connection_sent_to_be_handled
 
         return Stop(later())
 
-    take = ResumptionTable.take
-
-    def taking(table: ResumptionTable, sm_id: str, user: str) -> Any:
-        asked.set()
-        return take(table, sm_id, user)
-
     server.hooks.add("c2s.inbound", hold, priority=1)
     server.hooks.add("c2s.detached", lambda session: detached.set())
-    monkeypatch.setattr(ResumptionTable, "take", taking)
     await alice.send(_chat("bob@localhost/r", "held"))
     await asyncio.wait_for(held.wait(), TIMEOUT)
     alice.abort()
@@ -331,26 +338,8 @@ async def test_a_resume_after_the_window_closed_on_a_busy_session_gets_its_final
     # that she sends again only what the server never handled.
     server = roost_server.server
     alice, _inbox = await _alice_with_sm(roost_server)
-    held, release, detached, asked = (asyncio.Event() for _ in range(4))
-    take = ResumptionTable.take
-
-    def taking(table: ResumptionTable, sm_id: str, user: str) -> Any:
-        asked.set()
-        return take(table, sm_id, user)
-
-    monkeypatch.setattr(ResumptionTable, "take", taking)
-
-    def hold(stanza: Element, session: Any) -> Any:
-        if stanza.find_text("body") != "held":
-            return stanza
-        held.set()
-
-        async def later() -> None:
-            await release.wait()
-
-        return Stop(later())
-
-    server.hooks.add("c2s.inbound", hold, priority=1)
+    held, release = held_in_hook(server, "c2s.inbound", lambda s: s.find_text("body") == "held")
+    detached, asked = asyncio.Event(), _resume_asked(monkeypatch)
     server.hooks.add("c2s.detached", lambda session: detached.set())
     await alice.send(_chat("bob@localhost", "held"))
     await asyncio.wait_for(held.wait(), TIMEOUT)
