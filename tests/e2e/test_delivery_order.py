@@ -19,6 +19,7 @@ from roost.storage.base import RosterItem
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient
 from roost.testing.smclient import SMClient
+from roost.xmpp.element import Element
 from roost.xmpp.jid import parse_jid
 from tests.e2e.conftest import TIMEOUT, held_in_hook
 
@@ -30,7 +31,7 @@ def _chat(to: str, body: str) -> str:
 
 
 async def _logged_in(server: RunningServer, user: str) -> RawClient:
-    return await RawClient.logged_in(server.host, server.port, user, cert=server.cert)
+    return await RawClient.logged_in(server.host, server.port, user, cert=server.cert, resource="r")
 
 
 async def _handled(client: RawClient) -> None:
@@ -153,3 +154,37 @@ async def test_what_a_busy_expired_session_held_is_not_overtaken_by_later_messag
     await asyncio.wait_for(old.settled(), TIMEOUT)  # the old session is done ...
     await server.settle()  # ... and so is whatever it routed again
     assert await _bodies_until_pong(again) == ["one", "two"]
+
+
+async def test_stored_messages_stay_stored_when_the_connection_drops_during_the_replay(
+    roost_server: RunningServer,
+) -> None:
+    # bob's connection goes away while his stored messages are being written to him: what
+    # was not written yet stays stored for his next login, rather than being written into a
+    # dead socket and deleted.
+    server = roost_server.server
+    for user in ("alice", "bob"):
+        await roost_server.create_user(user)
+    alice = await _logged_in(roost_server, "alice")
+    for i in range(3):
+        await alice.send(_chat("bob@localhost", f"stored {i}"))
+    await _handled(alice)
+    assert await server.storage.count_offline("bob@localhost") == 3
+    bob = await _logged_in(roost_server, "bob")
+    session = server.sessions.get(parse_jid("bob@localhost/r"))
+    assert isinstance(session, C2SSession)
+
+    def drop_at_the_first(stanza: Element, to: C2SSession) -> Element:
+        if to is session and stanza.name == "message":
+            session.connection.abort()  # the phone went into a tunnel
+        return stanza
+
+    server.hooks.add("c2s.outbound", drop_at_the_first, priority=1)
+    await bob.send("<presence/>")
+    await asyncio.wait_for(bob.closed(), TIMEOUT)
+    await asyncio.wait_for(session.settled(), TIMEOUT)
+    # The first was on its way out when the connection went; the other two were never written.
+    stored = await server.storage.fetch_offline("bob@localhost")
+    assert len(stored) == 2
+    assert "stored 1" in stored[0].stanza
+    assert "stored 2" in stored[1].stanza
