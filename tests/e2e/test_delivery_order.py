@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from roost.c2s.session import C2SSession
-from roost.storage.base import RosterItem
+from roost.modules.mam import MamModule
+from roost.storage.base import ArchivePrefs, RosterItem
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient
 from roost.testing.smclient import SMClient
@@ -188,3 +189,63 @@ async def test_stored_messages_stay_stored_when_the_connection_drops_during_the_
     assert len(stored) == 2
     assert "stored 1" in stored[0].stanza
     assert "stored 2" in stored[1].stanza
+
+
+@pytest.mark.roost_config(sm_timeout=60)
+async def test_messages_routed_again_keep_their_order_while_archiving_preferences_load(
+    roost_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bob archives nothing, so the messages queued for him carry no stanza-id, and routing
+    # one again asks for his archiving preferences once more. His session expires with "one"
+    # and "two" unconfirmed while those preferences are not cached: each waits for them to
+    # load, and so does "three", sent meanwhile. Once loaded, the three go to offline storage
+    # in the order they were sent.
+    server = roost_server.server
+    for user in ("alice", "bob", "carol"):
+        await roost_server.create_user(user)
+    await server.storage.set_archive_prefs("bob@localhost", ArchivePrefs(default="never"))
+    bob = SMClient(roost_server.host, roost_server.port, "bob", cert=roost_server.cert)
+    await bob.start()
+    await bob.send("<presence/>")
+    await bob.all_acknowledged()
+    detached, loading, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    server.hooks.add("c2s.detached", lambda session: detached.set())
+    bob.abort()
+    await asyncio.wait_for(detached.wait(), TIMEOUT)
+    alice = await _logged_in(roost_server, "alice")
+    for body in ("one", "two"):
+        await alice.send(_chat("bob@localhost", body))  # queued for bob, who is away
+    await _handled(alice)
+    mam = server.modules["mam"]
+    assert isinstance(mam, MamModule)
+    mam._prefs.pop("bob@localhost")  # evicted from the cache, as under many users
+    read = type(server.storage).get_archive_prefs
+
+    async def slow_read(storage: Any, owner: str) -> Any:
+        if owner == "bob@localhost":
+            loading.set()
+            await release.wait()
+        return await read(storage, owner)
+
+    monkeypatch.setattr(type(server.storage), "get_archive_prefs", slow_read)
+    now = asyncio.get_running_loop().time()
+    for session in server.resumption.expired(now + 61):
+        session.expire()
+    await asyncio.wait_for(loading.wait(), TIMEOUT)
+    carol = await _logged_in(roost_server, "carol")
+    routed = asyncio.Event()
+
+    def note_three(stanza: Element, to: Any) -> Element:
+        if stanza.find_text("body") == "three":
+            routed.set()
+        return stanza
+
+    server.hooks.add("router.message", note_three, priority=1)
+    await carol.send(_chat("bob@localhost", "three"))
+    await asyncio.wait_for(routed.wait(), TIMEOUT)
+    release.set()
+    await _handled(carol)
+    await server.settle()
+    stored = await server.storage.fetch_offline("bob@localhost")
+    bodies = [body for m in stored for body in ("one", "two", "three") if f">{body}<" in m.stanza]
+    assert bodies == ["one", "two", "three"]

@@ -10,6 +10,7 @@ again whatever the client never acknowledged once a session is gone (:func:`rero
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections import deque
@@ -213,9 +214,11 @@ def reroute(
     """Route again what the client never confirmed, now that this session is unreachable.
 
     All of it is routed here and now, in the order it was queued, so that nothing routed to
-    the user afterwards can overtake it; the work that needs I/O (offline storage, chiefly)
-    is then awaited in the background. ``tokens`` are forwarded stanzas among them: once
-    routed again, the nodes that forwarded them are told so (see roost.cluster.forwarding).
+    the user afterwards can overtake it. What needs I/O to go on (offline storage, archiving
+    preferences not cached yet) is started at once too, each as a task, so that it queues for
+    that I/O in the same order; it is then awaited in the background. ``tokens`` are
+    forwarded stanzas among them: once routed again, the nodes that forwarded them are told
+    so (see roost.cluster.forwarding).
     """
     router = session._server.router
     pending: list[Awaitable[Any]] = []
@@ -236,7 +239,7 @@ def reroute(
             log.exception("%s: failed routing an unconfirmed stanza again", session)
             continue
         if routed is not None:
-            pending.append(routed)
+            pending.append(asyncio.ensure_future(routed))
     if pending or tokens:
         session._server.spawn(_rerouted(session, pending, tokens))
 
