@@ -53,6 +53,24 @@ async def _bodies_until_pong(client: RawClient) -> list[str | None]:
             bodies.append(element.find_text("body"))
 
 
+def _slowed(
+    monkeypatch: pytest.MonkeyPatch, storage: Any, method: str, user: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the store's ``method``, called for ``user``, wait until the second event is set.
+    Returns (such a call started, release)."""
+    started, release = asyncio.Event(), asyncio.Event()
+    original = getattr(type(storage), method)
+
+    async def slowed(self: Any, owner: str, *args: Any) -> Any:
+        if owner == user:
+            started.set()
+            await release.wait()
+        return await original(self, owner, *args)
+
+    monkeypatch.setattr(type(storage), method, slowed)
+    return started, release
+
+
 async def test_a_message_stored_while_the_user_comes_online_is_not_overtaken(
     roost_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,15 +80,7 @@ async def test_a_message_stored_while_the_user_comes_online_is_not_overtaken(
     server = roost_server.server
     for user in ("alice", "bob", "carol"):
         await roost_server.create_user(user)
-    storing, release = asyncio.Event(), asyncio.Event()
-    store = type(server.storage).store_offline
-
-    async def slow_store(storage: Any, *args: Any) -> Any:
-        storing.set()
-        await release.wait()
-        return await store(storage, *args)
-
-    monkeypatch.setattr(type(server.storage), "store_offline", slow_store)
+    storing, release = _slowed(monkeypatch, server.storage, "store_offline", "bob@localhost")
     alice = await _logged_in(roost_server, "alice")
     carol = await _logged_in(roost_server, "carol")
     await alice.send(_chat("bob@localhost", "one"))
@@ -208,7 +218,7 @@ async def test_messages_routed_again_keep_their_order_while_archiving_preference
     await bob.start()
     await bob.send("<presence/>")
     await bob.all_acknowledged()
-    detached, loading, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    detached = asyncio.Event()
     server.hooks.add("c2s.detached", lambda session: detached.set())
     bob.abort()
     await asyncio.wait_for(detached.wait(), TIMEOUT)
@@ -219,15 +229,7 @@ async def test_messages_routed_again_keep_their_order_while_archiving_preference
     mam = server.modules["mam"]
     assert isinstance(mam, MamModule)
     mam._prefs.pop("bob@localhost")  # evicted from the cache, as under many users
-    read = type(server.storage).get_archive_prefs
-
-    async def slow_read(storage: Any, owner: str) -> Any:
-        if owner == "bob@localhost":
-            loading.set()
-            await release.wait()
-        return await read(storage, owner)
-
-    monkeypatch.setattr(type(server.storage), "get_archive_prefs", slow_read)
+    loading, release = _slowed(monkeypatch, server.storage, "get_archive_prefs", "bob@localhost")
     now = asyncio.get_running_loop().time()
     for session in server.resumption.expired(now + 61):
         session.expire()
