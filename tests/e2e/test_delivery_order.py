@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from roost.c2s.session import C2SSession
+from roost.core.server import Server
 from roost.modules.mam import MamModule
 from roost.storage.base import ArchivePrefs, RosterItem
 from roost.testing import RunningServer
@@ -29,6 +30,13 @@ PING = "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></i
 
 def _chat(to: str, body: str) -> str:
     return f"<message to='{to}' type='chat'><body>{body}</body></message>"
+
+
+async def _with_accounts(roost_server: RunningServer, *users: str) -> Server:
+    """The running server, with an account for each of ``users``."""
+    for user in users:
+        await roost_server.create_user(user)
+    return roost_server.server
 
 
 async def _logged_in(server: RunningServer, user: str) -> RawClient:
@@ -77,9 +85,7 @@ async def test_a_message_stored_while_the_user_comes_online_is_not_overtaken(
     # "one" is on its way into offline storage when bob sends his initial presence; "two"
     # comes after. Read before "one" was stored, the store would hand bob nothing, "two"
     # would go to him live, and "one" would wait for his next login.
-    server = roost_server.server
-    for user in ("alice", "bob", "carol"):
-        await roost_server.create_user(user)
+    server = await _with_accounts(roost_server, "alice", "bob", "carol")
     storing, release = _slowed(monkeypatch, server.storage, "store_offline", "bob@localhost")
     alice = await _logged_in(roost_server, "alice")
     carol = await _logged_in(roost_server, "carol")
@@ -101,9 +107,7 @@ async def test_live_messages_wait_while_initial_presence_is_still_being_announce
     # Between becoming available and replaying offline storage, bob's initial presence is
     # still going out (here: to carol, held). A live message arriving then must not reach him
     # before the stored one sent earlier.
-    server = roost_server.server
-    for user in ("alice", "bob", "carol"):
-        await roost_server.create_user(user)
+    server = await _with_accounts(roost_server, "alice", "bob", "carol")
     await server.storage.put_roster_item(
         "bob@localhost", RosterItem("carol@localhost", subscription="from")
     )
@@ -131,9 +135,7 @@ async def test_what_a_busy_expired_session_held_is_not_overtaken_by_later_messag
     # bob's session is detached and still busy (a stanza he sent is being handled) when its
     # resumption window closes, with "one" queued for him. bob comes back with a new session
     # before the old one is done: "two", sent after "one", must not reach him first.
-    server = roost_server.server
-    for user in ("alice", "bob"):
-        await roost_server.create_user(user)
+    server = await _with_accounts(roost_server, "alice", "bob")
     bob = SMClient(roost_server.host, roost_server.port, "bob", cert=roost_server.cert)
     await bob.start()
     await bob.send("<presence/>")
@@ -173,9 +175,7 @@ async def test_stored_messages_stay_stored_when_the_connection_drops_during_the_
     # bob's connection goes away while his stored messages are being written to him: what
     # was not written yet stays stored for his next login, rather than being written into a
     # dead socket and deleted.
-    server = roost_server.server
-    for user in ("alice", "bob"):
-        await roost_server.create_user(user)
+    server = await _with_accounts(roost_server, "alice", "bob")
     alice = await _logged_in(roost_server, "alice")
     for i in range(3):
         await alice.send(_chat("bob@localhost", f"stored {i}"))
@@ -210,9 +210,7 @@ async def test_messages_routed_again_keep_their_order_while_archiving_preference
     # and "two" unconfirmed while those preferences are not cached: each waits for them to
     # load, and so does "three", sent meanwhile. Once loaded, the three go to offline storage
     # in the order they were sent.
-    server = roost_server.server
-    for user in ("alice", "bob", "carol"):
-        await roost_server.create_user(user)
+    server = await _with_accounts(roost_server, "alice", "bob", "carol")
     await server.storage.set_archive_prefs("bob@localhost", ArchivePrefs(default="never"))
     bob = SMClient(roost_server.host, roost_server.port, "bob", cert=roost_server.cert)
     await bob.start()
