@@ -131,6 +131,46 @@ async def test_a_forged_stanza_id_is_replaced(roost_server: RunningServer) -> No
     assert ours[0] != "forged"
 
 
+async def test_a_real_archive_id_from_a_client_is_removed_whatever_the_message(
+    roost_server: RunningServer,
+) -> None:
+    # Only the server stamps ids of its users' archives: a client that repeats one of them
+    # (here one of bob's own ids, spelled another way, or on a message that is not archived)
+    # neither keeps the message out of the archive nor makes bob's client take it for the
+    # message it already has.
+    alice_jid = await roost_server.create_user("alice")
+    bob_jid = await roost_server.create_user("bob")
+    alice = await RawClient.logged_in(
+        roost_server.host, roost_server.port, alice_jid, cert=roost_server.cert
+    )
+    bob = await RawClient.logged_in(
+        roost_server.host, roost_server.port, bob_jid, cert=roost_server.cert
+    )
+    await bob.send("<presence/>")
+    await bob.expect("presence")
+    await alice.send(f"<message to='{bob_jid}' type='chat'><body>first</body></message>")
+    first = await bob.expect("message")
+    (real,) = [s.attrs["id"] for s in first.elements("stanza-id", SID)]
+    for by, kind, body in (
+        (bob_jid, "chat", "again"),
+        (bob_jid.upper(), "chat", "shouting"),
+        (bob_jid, "headline", "news"),
+    ):
+        await alice.send(
+            f"<message to='{bob_jid}' type='{kind}'><body>{body}</body>"
+            f"<stanza-id xmlns='{SID}' by='{by}' id='{real}'/></message>"
+        )
+        got = await bob.expect("message")
+        assert got.find_text("body") == body
+        assert real not in [s.attrs["id"] for s in got.elements("stanza-id", SID)]
+    mam = roost_server.server.modules["mam"]
+    await mam.flush()  # type: ignore[attr-defined]
+    page = await roost_server.server.storage.query_archive(bob_jid, ArchiveQuery())
+    bodies = [parse_element(m.stanza).find_text("body") for m in page.messages]
+    assert bodies == ["first", "again", "shouting"]
+    assert len({m.id for m in page.messages}) == 3
+
+
 async def test_messages_to_an_offline_user_are_archived_and_keep_their_stanza_id(
     roost_server: RunningServer, connect: Connect
 ) -> None:

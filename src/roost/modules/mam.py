@@ -23,10 +23,13 @@ twice.
 
 Stanza ids (XEP-0359 §3, XEP-0313 §3.5). The recipient's copy of the message as delivered gets
 ``<stanza-id xmlns='urn:xmpp:sid:0' by='recipient bare JID' id='...'/>``, its id in the
-recipient's archive. Any ``<stanza-id/>`` claiming that ``by`` which this server did not issue
-is removed first, so a sender cannot forge one; one that it did issue means the message was
-archived already (stream management routing an unacknowledged message again), and it is not
-archived twice. The sender's copy gets no stanza-id on the wire: XEP-0313 §3.5 forbids it on
+recipient's archive. Only this server makes stanza-ids ``by`` one of its users, so a client's
+claim to one is removed where the message enters (``c2s.inbound``, whatever the message is:
+XEP-0359 §3 asks that of the entity that would make them, archived or not). Every such
+stanza-id a message carries on its way to ``router.message`` was therefore stamped here when
+it was first routed: a message routed again (stream management's unacknowledged queue,
+offline storage, another node's forwarding) keeps it and is not archived twice, on any node
+of the cluster. The sender's copy gets no stanza-id on the wire: XEP-0313 §3.5 forbids it on
 what goes to the contact.
 
 Ids and order (see also :mod:`roost.storage.base`). Every archived message gets a *seq*: the
@@ -34,11 +37,15 @@ time it was handled in microseconds since the epoch, strictly increasing on this
 one microsecond get consecutive values) and started above the last seq stored, so that a clock
 stepped back while the server was down cannot put new messages before old ones. The seq is the
 archive's order (XEP-0313 §3.1: arrival order), its time (the stamp is ``seq / 1e6``, exact to
-the microsecond both ways), and the first 13 hex digits of the id; the other 12 are a keyed
-BLAKE2b of those and the owner, so that ids cannot be guessed and this node recognises its own.
-One number for order, time ranges and id lookups lets the store keep a single index, on
-(owner, seq); it holds the other party too, so a conversation (``with``) is read from it as
-well, scanning the owner's part of it (each further index would cost every message a write).
+the microsecond both ways), and the first 13 hex digits of the id; the other 12 are this
+process's own (random at start), so that two nodes that archive for one owner in the same
+microsecond make different ids. Ids are not secrets (a user sees only their own archive, and
+ejabberd's are plain timestamps); an earlier keyed hash of each id, which let a node recognise
+its own, cost the message path two hashes a message and did not survive a restart or a hop to
+another node, where removing claims at the entry does. One number for order, time ranges and
+id lookups lets the store keep a single index, on (owner, seq); it holds the other party too,
+so a conversation (``with``) is read from it as well, scanning the owner's part of it (each
+further index would cost every message a write).
 
 Writing is batched, because archiving is mostly the cost of writing. Archiving never makes
 delivery wait: the hooks append a record to a buffer and return. One background task
@@ -197,18 +204,19 @@ class MamModule(Module):
     # -- the message path ----------------------------------------------------------------------
 
     def _outgoing(self, stanza: Element, session: C2SSession) -> Any:
-        """The sender's copy (``c2s.inbound``)."""
+        """The sender's copy (``c2s.inbound``), and no client's claim to an archive id."""
         if stanza.name != "message":
             return stanza
+        archivable, has_sid = inspect_message(stanza)
         attrs = stanza.attrs
-        if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
-            return stanza
         to_attr = attrs.get("to")
-        if to_attr is None or not inspect_message(stanza)[0]:
-            return stanza
         try:
-            to = parse_jid(to_attr)
+            to = parse_jid(to_attr) if to_attr is not None else session.jid.bare
         except InvalidJID:
+            return stanza  # the router bounces it
+        if has_sid:
+            stanza = _without_claims(stanza, to.bare_str)
+        if not archivable or attrs.get("type", "normal") not in _ARCHIVED_TYPES:
             return stanza
         owner = session.jid.bare_str
         if to.local is None or to.domain != self._domain or to.bare_str == owner:
@@ -238,18 +246,10 @@ class MamModule(Module):
         if not archivable:
             return stanza
         owner = to.bare_str
-        if has_sid:
-            claimed = [
-                child
-                for child in stanza.elements("stanza-id", wire.SID)
-                if child.attrs.get("by") == owner
-            ]
-            if any(self._ids.issued(child.attrs.get("id", ""), owner) for child in claimed):
-                return stanza  # archived when first routed (and routed again since)
-            if claimed:
-                stanza = stanza.shallow_copy()
-                for child in claimed:
-                    stanza.remove(child)  # forged (XEP-0359 §3)
+        if has_sid and any(
+            child.attrs.get("by") == owner for child in stanza.elements("stanza-id", wire.SID)
+        ):
+            return stanza  # stamped when first routed, and archived then (see the docstring)
         if self._passing and self._passing.get(id(stanza)) is stanza:
             return stanza
         try:
@@ -388,7 +388,7 @@ class MamModule(Module):
             # The sender's copy was serialized moments ago when this is the recipient's.
             self._text_of = stanza
             self._text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
-        archive_id, seq = self._ids.next(owner)
+        archive_id, seq = self._ids.next()
         buffer = self._buffer
         buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text[0]))
         self._buffered += 1
@@ -594,3 +594,23 @@ class MamModule(Module):
         return await expire_before(
             self.server.config.mam_expire_after, storage.expire_archive, "archive", now
         )
+
+
+def _without_claims(stanza: Element, owner: str) -> Element:
+    """``stanza`` without the stanza-ids claiming to be of ``owner``'s archive (XEP-0359 §3).
+
+    A copy when there are any: modules before this one may hold the stanza (carbons)."""
+    claimed = [child for child in stanza.elements("stanza-id", wire.SID) if _claims(child, owner)]
+    if not claimed:
+        return stanza
+    stanza = stanza.shallow_copy()
+    for child in claimed:
+        stanza.remove(child)
+    return stanza
+
+
+def _claims(stanza_id: Element, owner: str) -> bool:
+    try:
+        return parse_jid(stanza_id.attrs.get("by", "")).bare_str == owner
+    except InvalidJID:
+        return False  # never one of ours
