@@ -52,6 +52,7 @@ MODULES: Final = (
     "roost/router/registry.py",
     "roost/c2s/connection.py",
     "roost/c2s/websocket.py",
+    "roost/c2s/sm.py",
     "roost/c2s/session.py",
     "roost/modules/mam.py",
     "roost/storage/sqlite_archive.py",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from roost.c2s.sm import ResumptionTable
+from roost.c2s.resumption import ResumptionTable
 from roost.core.hooks import Stop
 from roost.testing import RunningServer
 from roost.testing.rawclient import RawClient

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from roost import __version__
 from roost.admin.channel import ControlChannel
 from roost.c2s.listener import C2SListener
-from roost.c2s.sm import ResumptionTable
+from roost.c2s.resumption import ResumptionTable
 from roost.c2s.tls import ensure_self_signed, server_context
 from roost.cluster.node import ClusterNode
 from roost.cluster.sessions import ClusterRegistry
