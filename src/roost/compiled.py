@@ -54,6 +54,7 @@ MODULES: Final = (
     "roost/c2s/websocket.py",
     "roost/c2s/sm.py",
     "roost/c2s/session.py",
+    "roost/modules/mam_path.py",
     "roost/modules/mam.py",
     "roost/storage/sqlite_archive.py",
 )

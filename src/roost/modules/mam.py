@@ -101,15 +101,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from roost.c2s.session import C2SSession
-from roost.core.hooks import Stop
 from roost.core.iq import IQRequest, Scope
 from roost.core.module import Module, register_module
 from roost.modules import mam_protocol as wire
 from roost.modules.expiry import EXPIRY_INTERVAL, expire_before
-from roost.modules.mam_records import NO_TEXT, ArchiveIds, SerializedText, Stamped, inspect_message
+from roost.modules.mam_path import ALWAYS, BATCH, MessagePath
 from roost.modules.roster import RosterModule
 from roost.storage.base import (
     ArchivePrefs,
@@ -129,15 +128,9 @@ log = logging.getLogger(__name__)
 COUNT_LIMIT: Final = 10_000  # the RSM count is left out above this many matching messages
 WINDOW: Final = 1.0  # seconds the writer gathers records at most before a storage call
 TICK: Final = 0.1  # seconds without a new record after which the writer stops gathering
-BATCH: Final = 60_000  # records per storage call at most (one call holds the storage thread)
-HIGH_WATER: Final = 120_000  # records waiting for storage before messages wait for room
 RETRY_FIRST: Final = 0.5  # seconds before a failed archive write is tried again ...
 RETRY_MAX: Final = 30.0  # ... doubling up to this
-MAX_BUFFERED: Final = 300_000  # records waiting before new ones are refused (a stalled store)
 PREFS_CACHED: Final = 10_000  # users whose preferences are kept in memory
-
-_ARCHIVED_TYPES: Final = frozenset({"chat", "normal"})
-_ALWAYS: Final = ArchivePrefs("always")
 
 
 @register_module
@@ -152,45 +145,31 @@ class MamModule(Module):
         if default not in wire.PREFS_MODES:
             raise ValueError(f"mam_default is one of {sorted(wire.PREFS_MODES)}, not {default!r}")
         self._default = ArchivePrefs(default)
-        self._domain = config.domain
-        self._ids = ArchiveIds()
-        self._roster: RosterModule | None = None
-        # Preferences by owner; insertion order is eviction order (see _remember).
-        self._prefs: dict[str, ArchivePrefs] = {}
+        # Everything the message path touches lives in one native object (see mam_path);
+        # its high_water can be lowered in a live node, its refused counts what was refused.
+        self._hurry = asyncio.Event()  # ends the writer's wait for more records
+        self.path = path = MessagePath(self, config.domain, self._hurry)
+        self._prefs = path.prefs  # by owner; insertion order is eviction order (see _remember)
+        self._buffer = path.buffer  # the write buffer (one list, changed in place)
         self._loading: dict[str, asyncio.Future[ArchivePrefs]] = {}
-        # Stanzas decided by the slow path, let through when routed again: id -> stanza (kept
-        # so that the id is not reused meanwhile).
-        self._passing: dict[int, Element] = {}
-        # The last stanza serialized: the sender's and the recipient's copy share the text,
-        # and the recipient's copy as delivered is made from it (Stamped).
-        self._text_of: Element | None = None
-        self._text: SerializedText = NO_TEXT
-        # The write buffer and its bookkeeping.
-        self._buffer: list[ArchiveRecord] = []
+        # The writer's bookkeeping.
         self._writer: asyncio.Task[None] | None = None
-        self._buffered = 0  # records ever buffered
         self._written = 0  # records ever written to storage (or given up when stopping)
         self._failures = 0  # consecutive failed archive writes
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
-        self._hurry = asyncio.Event()  # ends the writer's wait for more records
         self._room_made: asyncio.Future[None] | None = None  # set when the buffer shrinks
-        self.refused = 0  # records refused because the buffer was full
-        # Records waiting for storage before messages wait for room (HIGH_WATER; an attribute
-        # so that it can be lowered in a live node), and how often a message has waited.
-        self.high_water = HIGH_WATER
-        self.waited = 0
+        self.waited = 0  # how often a message has waited for room in the buffer
         # Set once the ids continue from the last seq stored (see _continue_sequence).
         self._sequenced: asyncio.Future[None] | None = None
-        self._sequenced_done = False
 
     def start(self) -> None:
         roster = self.server.modules.get("roster")
-        self._roster = roster if isinstance(roster, RosterModule) else None
+        self.path.roster = roster if isinstance(roster, RosterModule) else None
         self._sequenced = asyncio.get_running_loop().create_future()
         self.server.spawn(self._continue_sequence(self._sequenced))
         self.hook("c2s.bound", self._on_bound)
-        self.hook("c2s.inbound", self._outgoing, priority=90)
-        self.hook("router.message", self._incoming, priority=90)
+        self.hook("c2s.inbound", self.path.outgoing, priority=90)
+        self.hook("router.message", self.path.incoming, priority=90)
         self.iq(Scope.ACCOUNT, wire.MAM, self._on_iq)
         self.every(EXPIRY_INTERVAL, self._expire_soon)
 
@@ -203,135 +182,52 @@ class MamModule(Module):
 
     # -- the message path ----------------------------------------------------------------------
 
-    def _outgoing(self, stanza: Element, session: C2SSession) -> Any:
-        """The sender's copy (``c2s.inbound``), and no client's claim to an archive id."""
-        if stanza.name != "message":
-            return stanza
-        archivable, has_sid = inspect_message(stanza)
-        attrs = stanza.attrs
-        to_attr = attrs.get("to")
-        try:
-            to = parse_jid(to_attr) if to_attr is not None else session.jid.bare
-        except InvalidJID:
-            return stanza  # the router bounces it
-        if has_sid:
-            stanza = _without_claims(stanza, to.bare_str)
-        if not archivable or attrs.get("type", "normal") not in _ARCHIVED_TYPES:
-            return stanza
-        owner = session.jid.bare_str
-        if to.local is None or to.domain != self._domain or to.bare_str == owner:
-            return stanza
-        allowed = self._allowed(owner, to)
-        if allowed is None:
-            return Stop(self._outgoing_later(stanza, session, to))
-        if allowed:
-            self._record(owner, str(to), "out", stanza)
-        return stanza
-
-    async def _outgoing_later(self, stanza: Element, session: C2SSession, to: JID) -> None:
+    async def outgoing_later(self, stanza: Element, session: C2SSession, to: JID) -> None:
+        """The sender's copy when the path could not decide at once (:class:`MessagePath`)."""
         owner = session.jid.bare_str
         if await self._allowed_later(owner, to):
-            self._record(owner, str(to), "out", stanza)
+            self.path.record(owner, str(to), "out", stanza)
         # Every other c2s.inbound handler ran before this one: route as the session would.
         pending = self.server.router.route(stanza, session)
         if pending is not None:
             await pending
 
-    def _incoming(self, stanza: Element, to: JID) -> Any:
-        """The recipient's copy (``router.message``), and its stanza-id."""
-        attrs = stanza.attrs
-        if attrs.get("type", "normal") not in _ARCHIVED_TYPES:
-            return stanza
-        archivable, has_sid = inspect_message(stanza)
-        if not archivable:
-            return stanza
-        owner = to.bare_str
-        if has_sid and any(
-            child.attrs.get("by") == owner for child in stanza.elements("stanza-id", wire.SID)
-        ):
-            return stanza  # stamped when first routed, and archived then (see the docstring)
-        if self._passing and self._passing.get(id(stanza)) is stanza:
-            return stanza
-        try:
-            sender = parse_jid(attrs.get("from", ""))
-        except InvalidJID:
-            return stanza
-        allowed = self._allowed(owner, sender)
-        if allowed is None:
-            return Stop(self._incoming_later(stanza, owner, sender))
-        if allowed:
-            return self._archived_incoming(stanza, owner, sender)
-        return stanza
-
-    def _archived_incoming(self, stanza: Element, owner: str, sender: JID) -> Element:
-        archive_id = self._record(owner, str(sender), "in", stanza)
-        if archive_id is None:
-            return stanza
-        # _record made self._text from this stanza.
-        return Stamped(
-            stanza, Element("stanza-id", wire.SID, {"by": owner, "id": archive_id}), self._text
-        )
-
-    async def _incoming_later(self, stanza: Element, owner: str, sender: JID) -> None:
+    async def incoming_later(self, stanza: Element, owner: str, sender: JID) -> None:
+        """The recipient's copy when the path could not decide at once."""
         if await self._allowed_later(owner, sender):
-            stanza = self._archived_incoming(stanza, owner, sender)
+            stanza = self.path.archived_incoming(stanza, owner, sender)
         # The router has no way to resume after this hook: route the stanza again from the
         # start, and let it through when it comes back here.
         key = id(stanza)
-        self._passing[key] = stanza
+        passing = self.path.passing
+        passing[key] = stanza
         try:
             pending = self.server.router.route(stanza)
             if pending is not None:
                 await pending
         finally:
-            del self._passing[key]
+            del passing[key]
 
     async def _continue_sequence(self, done: asyncio.Future[None]) -> None:
         """Start above the last seq stored, whatever the clock says (see the docstring)."""
         try:
-            self._ids.advance(await self.server.storage.last_archive_seq())
+            self.path.ids.advance(await self.server.storage.last_archive_seq())
         except Exception:
             log.exception("cannot read the last archive seq; going by the clock")
         finally:
-            self._sequenced_done = True
+            self.path.sequenced = True
             done.set_result(None)
 
     # -- preferences on the message path -------------------------------------------------------
 
-    def _allowed(self, owner: str, other: JID) -> bool | None:
-        """Whether the owner archives messages with ``other``; None when that must wait."""
-        if len(self._buffer) >= self.high_water or not self._sequenced_done:
-            return None
-        prefs = self._prefs.get(owner)
-        if prefs is None:
-            return None
-        if prefs is _ALWAYS:
-            return True
-        return self._decided(prefs, owner, other)
-
-    def _decided(self, prefs: ArchivePrefs, owner: str, other: JID) -> bool | None:
-        """What the preferences say; None when that needs the roster, which is not cached."""
-        bare = other.bare_str
-        full = str(other)
-        if bare in prefs.never or full in prefs.never:
-            return False
-        if bare in prefs.always or full in prefs.always:
-            return True
-        if prefs.default != "roster":
-            return prefs.default == "always"
-        roster = self._roster.cached(owner) if self._roster is not None else None
-        if roster is None:
-            return None
-        return any(item.jid == bare and item.visible for item in roster.items)
-
     async def _allowed_later(self, owner: str, other: JID) -> bool:
-        if not self._sequenced_done:
+        if not self.path.sequenced:
             assert self._sequenced is not None  # started
             await asyncio.shield(self._sequenced)
-        while len(self._buffer) >= self.high_water:
+        while len(self._buffer) >= self.path.high_water:
             await self._room()
         prefs = await self.prefs(owner)
-        decided = self._decided(prefs, owner, other)
+        decided = self.path.decided(prefs, owner, other)
         if decided is not None:
             return decided
         item = await self.server.storage.get_roster_item(owner, other.bare_str)
@@ -361,8 +257,8 @@ class MamModule(Module):
 
     def _remember(self, owner: str, stored: ArchivePrefs | None) -> ArchivePrefs:
         prefs = self._default if stored is None or stored == self._default else stored
-        if prefs == _ALWAYS:
-            prefs = _ALWAYS  # the common case, recognised by identity on the message path
+        if prefs == ALWAYS:
+            prefs = ALWAYS  # the common case, recognised by identity on the message path
         self._prefs.pop(owner, None)
         if len(self._prefs) >= PREFS_CACHED:
             # The oldest entry goes; for an online user, a later message loads it again.
@@ -377,26 +273,9 @@ class MamModule(Module):
 
     # -- the write buffer ----------------------------------------------------------------------
 
-    def _record(self, owner: str, with_jid: str, direction: str, stanza: Element) -> str | None:
-        """Buffer a message for ``owner``'s archive; its archive id, None when refused."""
-        if len(self._buffer) >= MAX_BUFFERED:
-            self.refused += 1
-            if self.refused % 1000 == 1:
-                log.error("archive writes are not keeping up: %d messages refused", self.refused)
-            return None
-        if stanza is not self._text_of:
-            # The sender's copy was serialized moments ago when this is the recipient's.
-            self._text_of = stanza
-            self._text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
-        archive_id, seq = self._ids.next()
-        buffer = self._buffer
-        buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text[0]))
-        self._buffered += 1
-        if self._writer is None:
-            self._writer = self.server.spawn(self._write())
-        elif len(buffer) == BATCH:
-            self._hurry.set()
-        return archive_id
+    def start_writer(self) -> None:
+        """Called by the path when a record arrives and no writer runs."""
+        self._writer = self.server.spawn(self._write())
 
     async def _write(self) -> None:
         storage = self.server.storage
@@ -417,12 +296,13 @@ class MamModule(Module):
                 self._written += len(batch)
                 self._settle_flushes()
                 room = self._room_made
-                if room is not None and len(buffer) < self.high_water:
+                if room is not None and len(buffer) < self.path.high_water:
                     self._room_made = None
                     room.set_result(None)
         finally:
             self._writer = None
-            self._text_of, self._text = None, NO_TEXT  # nothing more to share; let them go
+            self.path.writing = False
+            self.path.forget_text()
 
     async def _retry_later(self, batch: list[ArchiveRecord], exc: Exception) -> bool:
         """A batch the store refused: put it back and wait before trying again (True: give
@@ -471,15 +351,15 @@ class MamModule(Module):
         hurry.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WINDOW
-        seen = self._buffered
+        seen = self.path.buffered
         timer: asyncio.TimerHandle
 
         def tick() -> None:
             nonlocal seen, timer
-            if self._buffered == seen or loop.time() + TICK > deadline:
+            if self.path.buffered == seen or loop.time() + TICK > deadline:
                 hurry.set()
             else:
-                seen = self._buffered
+                seen = self.path.buffered
                 timer = loop.call_later(TICK, tick)
 
         timer = loop.call_later(TICK, tick)
@@ -509,7 +389,7 @@ class MamModule(Module):
 
     async def flush(self) -> None:
         """Wait until every message buffered before this call has been handed to storage."""
-        target = self._buffered
+        target = self.path.buffered
         if self._written >= target:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

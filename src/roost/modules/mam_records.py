@@ -15,7 +15,7 @@ from typing import Final
 from roost.modules import mam_protocol as wire
 from roost.storage.base import ARCHIVE_SEQ_DIGITS
 from roost.xmpp import ns
-from roost.xmpp.element import Element, escape_attr
+from roost.xmpp.element import Element
 
 HINTS: Final = "urn:xmpp:hints"  # XEP-0334
 _NO_STORE: Final = frozenset({"no-store", "no-permanent-store"})
@@ -63,34 +63,43 @@ class Stamped(Element):
     last), and serializes the ordinary way otherwise, or inside another element.
     """
 
-    __slots__ = ("_attrs_then", "_children_then", "_sid", "_text")
+    __slots__ = ("_attrs_then", "_by", "_children_then", "_id", "_sid", "_stamp", "_text")
 
-    def __init__(self, stanza: Element, sid: Element, text: SerializedText) -> None:
+    def __init__(self, stanza: Element, owner: str, archive_id: str, text: SerializedText) -> None:
+        sid = Element("stanza-id", wire.SID, {"by": owner, "id": archive_id})
         super().__init__(stanza.name, stanza.xmlns, dict(stanza.attrs), [*stanza.children, sid])
         self._sid = sid
+        self._by = owner
+        self._id = archive_id
         self._text, self._attrs_then, self._children_then = text
+        # What Element._write makes of the stanza-id, unescaped: ``owner`` is a parsed bare
+        # JID, in which RFC 7622 allows none of the characters escaping would change (the
+        # localpart forbids them, the domain is a host name), and the id is hex digits.
+        self._stamp = "<stanza-id xmlns='" + wire.SID + "' by='" + owner + "' id='" + archive_id
+        self._stamp += "'/>"
 
     def to_str(self, parent_xmlns: str = ns.CLIENT) -> str:
         children = self.children
         sid = self._sid
         attrs = sid.attrs
-        close = "</" + self.name + ">"
         text = self._text
+        close = "</" + self.name + ">"
         if (
             parent_xmlns == ns.CLIENT
             and children
             and children[-1] is sid
+            and len(attrs) == 2
+            and attrs.get("by") is self._by
+            and attrs.get("id") is self._id
+            and not sid.children
+            and sid.name == "stanza-id"
+            and sid.xmlns == wire.SID
+            and self.xmlns != wire.SID
             and self.attrs == self._attrs_then
             and children[:-1] == self._children_then
             and text.endswith(close)
-            and tuple(attrs) == ("by", "id")
-            and not sid.children
-            and self.xmlns != wire.SID
         ):
-            # What Element._write makes of the stanza-id, without walking it.
-            by, archive_id = escape_attr(attrs["by"]), escape_attr(attrs["id"])
-            stamp = f"<stanza-id xmlns='{wire.SID}' by='{by}' id='{archive_id}'/>"
-            return text[: -len(close)] + stamp + close
+            return text[: len(text) - len(close)] + self._stamp + close
         return super().to_str(parent_xmlns)
 
 
