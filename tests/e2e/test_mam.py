@@ -107,17 +107,19 @@ async def test_received_messages_carry_the_recipients_archive_id(
     assert not set(alice_ids) & {sid for _, sid in sids}
 
 
-async def test_a_forged_stanza_id_is_replaced(roost_server: RunningServer) -> None:
-    alice_jid = await roost_server.create_user("alice")
-    bob_jid = await roost_server.create_user("bob")
-    alice = await RawClient.logged_in(
-        roost_server.host, roost_server.port, alice_jid, cert=roost_server.cert
-    )
-    bob = await RawClient.logged_in(
-        roost_server.host, roost_server.port, bob_jid, cert=roost_server.cert
-    )
+async def _alice_to_bob(server: RunningServer) -> tuple[str, RawClient, RawClient]:
+    """Alice and Bob logged in as raw clients, Bob available: (Bob's JID, Alice, Bob)."""
+    alice_jid = await server.create_user("alice")
+    bob_jid = await server.create_user("bob")
+    alice = await RawClient.logged_in(server.host, server.port, alice_jid, cert=server.cert)
+    bob = await RawClient.logged_in(server.host, server.port, bob_jid, cert=server.cert)
     await bob.send("<presence/>")
     await bob.expect("presence")
+    return bob_jid, alice, bob
+
+
+async def test_a_forged_stanza_id_is_replaced(roost_server: RunningServer) -> None:
+    bob_jid, alice, bob = await _alice_to_bob(roost_server)
     await alice.send(
         f"<message to='{bob_jid}' type='chat'><body>trust me</body>"
         f"<stanza-id xmlns='{SID}' by='{bob_jid}' id='forged'/>"
@@ -138,16 +140,7 @@ async def test_a_real_archive_id_from_a_client_is_removed_whatever_the_message(
     # (here one of bob's own ids, spelled another way, or on a message that is not archived)
     # neither keeps the message out of the archive nor makes bob's client take it for the
     # message it already has.
-    alice_jid = await roost_server.create_user("alice")
-    bob_jid = await roost_server.create_user("bob")
-    alice = await RawClient.logged_in(
-        roost_server.host, roost_server.port, alice_jid, cert=roost_server.cert
-    )
-    bob = await RawClient.logged_in(
-        roost_server.host, roost_server.port, bob_jid, cert=roost_server.cert
-    )
-    await bob.send("<presence/>")
-    await bob.expect("presence")
+    bob_jid, alice, bob = await _alice_to_bob(roost_server)
     await alice.send(f"<message to='{bob_jid}' type='chat'><body>first</body></message>")
     first = await bob.expect("message")
     (real,) = [s.attrs["id"] for s in first.elements("stanza-id", SID)]

@@ -52,7 +52,8 @@ delivery wait: the hooks append a record to a buffer and return. One background 
 (``Server.spawn``) writes the buffer: it gathers records while they keep coming, for up to
 ``WINDOW`` seconds (it stops early when ``TICK`` seconds pass without a new record, when
 ``BATCH`` records wait, or when someone calls :meth:`MamModule.flush`), makes one
-``archive_messages`` call, and goes on while records keep coming. The window is long because
+``archive_messages`` call (``BATCH``, ``HIGH_WATER`` and ``MAX_BUFFERED`` are in
+:mod:`.mam_path`), and goes on while records keep coming. The window is long because
 what a commit costs is mostly the index pages it writes, one per owner with new records (see
 :mod:`roost.storage.sqlite`): a batch of a second of traffic writes each busy owner's page
 once for many rows, where a tenth of a second wrote it for one or two, and the storage thread,
@@ -118,7 +119,7 @@ from roost.storage.base import (
 )
 from roost.xmpp import errors
 from roost.xmpp.element import Element
-from roost.xmpp.jid import JID, InvalidJID, parse_jid
+from roost.xmpp.jid import JID
 
 if TYPE_CHECKING:
     from roost.core.server import Server
@@ -474,23 +475,3 @@ class MamModule(Module):
         return await expire_before(
             self.server.config.mam_expire_after, storage.expire_archive, "archive", now
         )
-
-
-def _without_claims(stanza: Element, owner: str) -> Element:
-    """``stanza`` without the stanza-ids claiming to be of ``owner``'s archive (XEP-0359 §3).
-
-    A copy when there are any: modules before this one may hold the stanza (carbons)."""
-    claimed = [child for child in stanza.elements("stanza-id", wire.SID) if _claims(child, owner)]
-    if not claimed:
-        return stanza
-    stanza = stanza.shallow_copy()
-    for child in claimed:
-        stanza.remove(child)
-    return stanza
-
-
-def _claims(stanza_id: Element, owner: str) -> bool:
-    try:
-        return parse_jid(stanza_id.attrs.get("by", "")).bare_str == owner
-    except InvalidJID:
-        return False  # never one of ours

@@ -269,8 +269,8 @@ class ArchiveRecord(msgspec.Struct, gc=False):
 
     ``seq`` is the record's place and time (see above; its stamp is ``seq / 1e6``), and
     ``id`` its archive id: ``seq`` as :data:`ARCHIVE_SEQ_DIGITS` lowercase hex digits, then
-    whatever the archiving module adds to make it unguessable. ``with_jid`` is the other party
-    as addressed (full or bare JID); the store keeps its bare JID and its resource apart so
+    what the archiving node adds to tell its ids from another node's. ``with_jid`` is the other
+    party as addressed (full or bare JID); the store keeps its bare JID and its resource apart so
     that a query can ask for either. ``direction`` is ``in`` (the owner received it) or
     ``out`` (the owner sent it); ``stanza`` the message serialized, as it was routed.
     """
