@@ -29,10 +29,10 @@ class ArchiveIds:
 
     LENGTH: Final = ARCHIVE_SEQ_DIGITS + 12
 
-    def __init__(self, suffix: str | None = None) -> None:
+    def __init__(self) -> None:
         # The id's tail: this process's own, so that two nodes writing one owner's archive in
         # the same microsecond still make two ids (the seq alone tells order, not which node).
-        self._suffix = suffix if suffix is not None else secrets.token_hex(6)
+        self._suffix = secrets.token_hex(6)
         self._last = 0
 
     def advance(self, seq: int) -> None:
