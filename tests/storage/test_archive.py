@@ -129,17 +129,51 @@ async def test_archives_are_per_owner(storage: Storage) -> None:
     assert ids(await storage.query_archive(CAROL, ArchiveQuery())) == []
 
 
-async def test_a_repeated_seq_or_an_unknown_owner_skips_only_that_record(
+async def test_a_repeated_record_or_an_unknown_owner_skips_only_that_record(
     storage: Storage,
 ) -> None:
+    # A batch written again (its commit reported failed) repeats owner, seq and id.
     await create(storage, ALICE)
     await storage.archive_messages([record(1)])
-    duplicate = ArchiveRecord(ALICE, seq_of(1), "another", CAROL, "out", "<message/>")
-    await storage.archive_messages([duplicate, record(2, owner=CAROL), record(3)])
+    again = ArchiveRecord(ALICE, seq_of(1), archive_id(1), CAROL, "out", "<message/>")
+    await storage.archive_messages([again, record(2, owner=CAROL), record(3)])
     page = await storage.query_archive(ALICE, ArchiveQuery())
     assert ids(page) == numbered(1, 3)
-    assert page.messages[0].with_jid == BOB  # the first record of that seq stays
+    assert page.messages[0].with_jid == BOB  # the first record stays
     assert ids(await storage.query_archive(CAROL, ArchiveQuery())) == []
+
+
+def twin(n: int, tail: str, owner: str = ALICE) -> ArchiveRecord:
+    """A record of message n's seq as another node would make it: the same seq, its own id."""
+    return ArchiveRecord(owner, seq_of(n), f"{seq_of(n):013x}{tail}", CAROL, "in", f"<{tail}/>")
+
+
+async def test_one_seq_from_two_nodes_keeps_both_records_in_id_order(storage: Storage) -> None:
+    # Each node hands out seqs on its own clock, so two nodes can archive in one microsecond:
+    # for two owners (one table in PostgreSQL) or for one. Nothing may be lost, and the id
+    # orders the records of one seq.
+    await create(storage, ALICE, BOB)
+    await storage.archive_messages([record(1), twin(2, "-b"), twin(2, "-b", owner=BOB)])
+    await storage.archive_messages([twin(2, "-a"), twin(2, "-c"), record(3)])  # merged in
+    await storage.archive_messages([twin(2, "-a")])  # written again: nothing changes
+    a, b, c = (f"{seq_of(2):013x}{tail}" for tail in ("-a", "-b", "-c"))
+    everything = await storage.query_archive(ALICE, ArchiveQuery())
+    assert ids(everything) == [archive_id(1), a, b, c, archive_id(3)]
+    assert [m.stamp for m in everything.messages[1:4]] == [seq_of(2) / 1e6] * 3
+    assert ids(await storage.query_archive(BOB, ArchiveQuery())) == [b]
+    # Page positions and filters between records of one seq.
+    after_a = await storage.query_archive(ALICE, ArchiveQuery(after=a, limit=1))
+    assert (ids(after_a), after_a.complete) == ([b], False)
+    before_c = await storage.query_archive(ALICE, ArchiveQuery(before=c, backward=True, limit=2))
+    assert ids(before_c) == [a, b]
+    between = ArchiveQuery(after_id=a, before_id=archive_id(3))
+    assert ids(await storage.query_archive(ALICE, between)) == [b, c]
+    named = ArchiveQuery(ids=(c, archive_id(1), a))
+    assert ids(await storage.query_archive(ALICE, named)) == [archive_id(1), a, c]
+    backward = await storage.query_archive(ALICE, ArchiveQuery(backward=True, limit=4))
+    assert ids(backward) == [a, b, c, archive_id(3)]
+    with pytest.raises(UnknownArchiveId):
+        await storage.query_archive(BOB, ArchiveQuery(after=a))
 
 
 async def test_an_empty_batch_is_fine(storage: Storage) -> None:
@@ -428,10 +462,10 @@ async def test_a_batch_older_than_what_is_stored_interleaves_in_seq_order(
 ) -> None:
     await create(storage, ALICE)
     await storage.archive_messages([record(n) for n in (10, 20, 30)])
-    # Out of order within the batch, overlapping what is stored, with one seq stored already:
-    # the stored record of that seq stays.
+    # Out of order within the batch, overlapping what is stored, with one record stored
+    # already: the stored record stays.
     late = [record(n) for n in (25, 5, 15, 35)]
-    late.append(ArchiveRecord(ALICE, seq_of(20), "another", CAROL, "out", "<message/>"))
+    late.append(ArchiveRecord(ALICE, seq_of(20), archive_id(20), CAROL, "out", "<message/>"))
     await storage.archive_messages(late)
     page = await storage.query_archive(ALICE, ArchiveQuery(limit=100))
     assert ids(page) == numbered(5, 10, 15, 20, 25, 30, 35)

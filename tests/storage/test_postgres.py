@@ -16,6 +16,7 @@ import pytest
 from roost.config.pipeline import REDACTED, SCHEMA, display
 from roost.gate.storage import GatedStorage, is_storage_failure
 from roost.storage import StorageError, migrations, open_storage
+from roost.storage.base import ArchiveQuery, ArchiveRecord
 from roost.storage.postgres import IntegrityError, PostgresStorage, redact_url
 from roost.storage.sqlite import SQLiteStorage
 from roost.testing import running_server
@@ -42,6 +43,43 @@ async def test_nodes_starting_together_migrate_the_schema_once(postgres_url: str
         finally:
             await connection.close()
         assert [step["version"] for step in steps] == list(range(1, LATEST + 1))
+    finally:
+        await drop_database(url)
+
+
+async def test_an_archive_of_schema_version_1_keeps_its_records_and_takes_twins() -> None:
+    # Version 1 keyed the archive by seq alone, so a second node's record of the same seq was
+    # dropped; version 2 keys it by owner, seq and id.
+    url = await create_database()
+    try:
+        connection = await asyncpg.connect(url)
+        try:
+            first = migrations.load("postgresql")[0]
+            await connection.execute(first.sql)
+            await connection.execute(
+                "CREATE TABLE schema_version (version integer PRIMARY KEY, summary text NOT NULL,"
+                " applied timestamptz NOT NULL DEFAULT now());"
+                " INSERT INTO schema_version (version, summary) VALUES (1, 'initial');"
+                " INSERT INTO users (jid, domain, created) VALUES ('a@x', 'x', 0), ('b@x', 'x', 0);"
+                " INSERT INTO archive VALUES"
+                " (7, 'a@x', '0000000000007one', 'b@x', '', 'in', '<message/>')"
+            )
+        finally:
+            await connection.close()
+        store = PostgresStorage(url)
+        await store.open()
+        try:
+            assert await store.schema_version() == LATEST
+            twins = [
+                ArchiveRecord(owner, 7, "0000000000007two", "c@x", "in", "<m/>")
+                for owner in ("a@x", "b@x")
+            ]
+            await store.archive_messages(twins)
+            page = await store.query_archive("a@x", ArchiveQuery(after="0000000000007one"))
+            assert [m.id for m in page.messages] == ["0000000000007two"]
+            assert len((await store.query_archive("b@x", ArchiveQuery())).messages) == 1
+        finally:
+            await store.close()
     finally:
         await drop_database(url)
 

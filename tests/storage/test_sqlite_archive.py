@@ -76,6 +76,19 @@ async def test_chunks_are_bounded_in_records_and_in_time(store: SQLiteStorage) -
     ]
 
 
+async def test_the_records_of_one_seq_share_a_chunk(store: SQLiteStorage) -> None:
+    # Two nodes' records of one seq (ids differ in their tails) where a chunk would end: the
+    # chunk takes both, so that chunks stay apart and a scan from that seq finds both.
+    edge = BASE + CHUNK_RECORDS - 1
+    twin = ArchiveRecord(ALICE, edge, f"{edge:013x}-other", BOB, "in", "<message/>")
+    await store.archive_messages([record(BASE + n) for n in range(CHUNK_RECORDS + 3)] + [twin])
+    found = chunks(store.path)
+    assert [n for *_rest, n in found] == [CHUNK_RECORDS + 1, 3]
+    assert found[0][2] == edge < found[1][1]
+    page = await store.query_archive(ALICE, ArchiveQuery(start=edge / 1e6, limit=2))
+    assert [m.id for m in page.messages] == [f"{edge:013x}-id", twin.id]
+
+
 async def test_an_overlapping_batch_is_merged_and_chunks_stay_apart(
     store: SQLiteStorage,
 ) -> None:

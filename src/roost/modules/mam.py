@@ -38,14 +38,15 @@ one microsecond get consecutive values) and started above the last seq stored, s
 stepped back while the server was down cannot put new messages before old ones. The seq is the
 archive's order (XEP-0313 §3.1: arrival order), its time (the stamp is ``seq / 1e6``, exact to
 the microsecond both ways), and the first 13 hex digits of the id; the other 12 are this
-process's own (random at start), so that two nodes that archive for one owner in the same
-microsecond make different ids. Ids are not secrets (a user sees only their own archive, and
-ejabberd's are plain timestamps); an earlier keyed hash of each id, which let a node recognise
-its own, cost the message path two hashes a message and did not survive a restart or a hop to
-another node, where removing claims at the entry does. One number for order, time ranges and
-id lookups lets the store keep a single index, on (owner, seq); it holds the other party too,
-so a conversation (``with``) is read from it as well, scanning the owner's part of it (each
-further index would cost every message a write).
+process's own (random at start), so that two nodes that archive in the same microsecond make
+different ids, and the store keeps both records, in id order for that seq. Ids are not
+secrets (a user sees only their own archive, and ejabberd's are plain timestamps); an earlier
+keyed hash of each id, which let a node recognise its own, cost the message path two hashes a
+message and did not survive a restart or a hop to another node, where removing claims at the
+entry does. One number for order, time ranges and id lookups lets the store keep a single
+index, on (owner, seq, id); it holds the other party too, so a conversation (``with``) is read
+from it as well, scanning the owner's part of it (each further index would cost every
+message a write).
 
 Writing is batched, because archiving is mostly the cost of writing. Archiving never makes
 delivery wait: the hooks append a record to a buffer and return. One background task

@@ -237,6 +237,11 @@ class Storage(abc.ABC):
 # a time filter is a seq range, and an archive id, which begins with its seq, finds its record
 # without an index of its own. Each index costs every archived message a write, which is most
 # of what archiving costs; this way a backend needs one, on (owner, seq), to answer every query.
+#
+# Each node hands out seqs on its own, so two nodes can give one seq to two records, of two
+# owners or of one; their ids differ in the tail each node adds. A record is therefore known by
+# (owner, seq, id), and an owner's records are in (seq, id) order, ids compared by code point.
+# A repeated record (a batch written again after its commit was reported failed) does nothing.
 
 ARCHIVE_SEQ_DIGITS = 13  # hex digits of the seq at the start of an archive id (until 2112)
 

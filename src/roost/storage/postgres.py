@@ -18,7 +18,7 @@ stay below it. The pool starts with one connection and grows on demand.
 Why (almost) no transactions. Every call that must change several rows at once does so in one
 statement where it can: a roster change and the bump of the roster version are one ``INSERT``
 with a data-modifying ``WITH``, an archive batch is one ``INSERT ... SELECT FROM unnest(...)``
-that skips unknown owners and repeated seqs, and a roster with its version is one ``SELECT``,
+that skips unknown owners and repeated records, and a roster with its version is one ``SELECT``,
 so one snapshot. A statement is atomic by itself, and each costs one round trip where an
 explicit transaction would add ``BEGIN`` and ``COMMIT``. Only the rare account operations
 (creating an account with its credentials, replacing credentials) run in a transaction. Calls

@@ -4,8 +4,9 @@
 :data:`ARCHIVE_INSERT`, one statement per ``STATEMENT_ROWS`` records in one transaction, their
 parameters from :func:`archive_parameters`, and answers an archive query with
 :func:`query_archive`. The semantics, shared with the SQLite backend, are
-those of :mod:`roost.storage.base`: ``seq`` orders the archive, is its time in microseconds and
-begins every archive id, so one index, on (owner, seq), serves every query.
+those of :mod:`roost.storage.base`: ``seq`` orders the archive (then the id, for records of one
+seq from different nodes), is its time in microseconds and begins every archive id, so one
+index, the primary key on (owner, seq, id), serves every query.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from roost.storage.base import (
 )
 
 # Records of accounts deleted (or never created) since the message was routed are left out,
-# and a repeated seq does nothing, instead of failing the whole batch.
+# and a repeated record (a batch written again) does nothing, instead of failing the batch.
 #
 # The batch is one parameter, a JSON array of rows (see archive_rows), which PostgreSQL takes
 # apart. It used to be seven arrays, one per column: asyncpg encodes an array parameter element
@@ -36,7 +37,7 @@ INSERT INTO archive (seq, owner, id, with_jid, with_resource, direction, stanza)
 SELECT (r ->> 0)::bigint, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6
 FROM json_array_elements($1::json) AS r
 WHERE EXISTS (SELECT FROM users WHERE users.jid = r ->> 1)
-ON CONFLICT (seq) DO NOTHING
+ON CONFLICT (owner, seq, id) DO NOTHING
 """
 
 _ARCHIVE_COLUMNS = "seq, id, with_jid, with_resource, direction, stanza"
@@ -104,10 +105,16 @@ class _Where:
         self.conditions: list[str] = []
         self.params: list[Any] = []
 
-    def add(self, template: str, value: Any) -> None:
-        """Add ``template`` with its ``?`` replaced by a parameter holding ``value``."""
-        self.params.append(value)
-        self.conditions.append(template.replace("?", f"${len(self.params)}"))
+    def add(self, template: str, *values: Any) -> None:
+        """Add ``template`` with its ``?`` marks replaced, in turn, by parameters holding
+        ``values``."""
+        parts = template.split("?")
+        assert len(parts) == len(values) + 1, template
+        sql = parts[0]
+        for value, part in zip(values, parts[1:], strict=True):
+            self.params.append(value)
+            sql += f"${len(self.params)}{part}"
+        self.conditions.append(sql)
 
     @property
     def next(self) -> str:
@@ -121,6 +128,13 @@ class _Where:
 
 async def query_archive(connection: Any, owner: str, query: ArchiveQuery) -> ArchivePage:
     seqs = await _archive_seqs(connection, owner, query)
+
+    def after(archive_id: str) -> tuple[str, int, str]:
+        return "(seq, id) > (?, ?)", seqs[archive_id], archive_id
+
+    def before(archive_id: str) -> tuple[str, int, str]:
+        return "(seq, id) < (?, ?)", seqs[archive_id], archive_id
+
     where = _Where()
     where.add("owner = ?", owner)
     if query.with_jid is not None:
@@ -133,11 +147,15 @@ async def query_archive(connection: Any, owner: str, query: ArchiveQuery) -> Arc
     if query.end is not None:
         where.add("seq <= ?", _micros(query.end))
     if query.after_id is not None:
-        where.add("seq > ?", seqs[query.after_id])
+        where.add(*after(query.after_id))
     if query.before_id is not None:
-        where.add("seq < ?", seqs[query.before_id])
+        where.add(*before(query.before_id))
     if query.ids is not None:
-        where.add("seq = ANY(?::bigint[])", sorted({seqs[id] for id in query.ids}))
+        where.add(
+            "seq = ANY(?::bigint[]) AND id = ANY(?::text[])",
+            sorted({seqs[id] for id in query.ids}),
+            sorted(set(query.ids)),
+        )
     count: int | None = None
     if query.count:
         # A statement of its own, so the count may see a message the page does not (or the
@@ -152,14 +170,14 @@ async def query_archive(connection: Any, owner: str, query: ArchiveQuery) -> Arc
         )
         count = int(found) if found <= cap else None
     if query.after is not None:
-        where.add("seq > ?", seqs[query.after])
+        where.add(*after(query.after))
     if query.before is not None:
-        where.add("seq < ?", seqs[query.before])
+        where.add(*before(query.before))
     limit = max(query.limit, 0)
     rows = list(
         await connection.fetch(
             f"SELECT {_ARCHIVE_COLUMNS} FROM archive WHERE {where.sql}"
-            f" ORDER BY seq {'DESC' if query.backward else 'ASC'}"
+            f" ORDER BY {'seq DESC, id DESC' if query.backward else 'seq, id'}"
             f" LIMIT {where.next}",
             *where.params,
             limit + 1,  # one more than asked tells whether the page is the last
@@ -187,7 +205,7 @@ async def _archive_seqs(connection: Any, owner: str, query: ArchiveQuery) -> dic
 
     Raises UnknownArchiveId for the first one (in the order after_id, before_id, ids, after,
     before) that the owner's archive does not hold: an id finds its row by the seq it begins
-    with, and must then be that row's id, of that owner.
+    with and by itself (records of one seq from different nodes differ in their ids).
     """
     named = [
         *([query.after_id] if query.after_id is not None else []),
@@ -199,18 +217,20 @@ async def _archive_seqs(connection: Any, owner: str, query: ArchiveQuery) -> dic
     if not named:
         return {}
     wanted = {seq for seq in map(archive_id_seq, named) if seq is not None}
-    stored: dict[int, str] = {}
+    stored: set[str] = set()
     if wanted:
         rows = await connection.fetch(
-            "SELECT seq, id FROM archive WHERE seq = ANY($1::bigint[]) AND owner = $2",
-            sorted(wanted),
+            "SELECT id FROM archive"
+            " WHERE owner = $1 AND seq = ANY($2::bigint[]) AND id = ANY($3::text[])",
             owner,
+            sorted(wanted),
+            sorted(set(named)),
         )
-        stored = {int(seq): str(id) for seq, id in rows}
+        stored = {str(id) for (id,) in rows}
     seqs: dict[str, int] = {}
     for archive_id in named:
         seq = archive_id_seq(archive_id)
-        if seq is None or stored.get(seq) != archive_id:
+        if seq is None or archive_id not in stored:
             raise UnknownArchiveId(archive_id)
         seqs[archive_id] = seq
     return seqs

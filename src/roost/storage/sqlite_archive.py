@@ -12,14 +12,16 @@ grouping and joining, against 18 µs with a row each (docs/benchmarks-mam.md); a
 gets chunks of one record, no worse than a row each. Reading decodes whole chunks, which at
 most ``CHUNK_RECORDS`` records bound.
 
-The invariant that makes queries simple: **the chunks of one owner never overlap** (for any two,
-one's ``last_seq`` is below the other's ``first_seq``). Records normally arrive in seq order, so
+A record is known by its seq and id (:mod:`roost.storage.base`), and an owner's records are in
+(seq, id) order: two nodes can hand out one seq. The invariant that makes queries simple: **the
+chunks of one owner never overlap** (for any two, one's ``last_seq`` is below the other's
+``first_seq``), so the records of one seq share a chunk. Records normally arrive in order, so
 a new chunk starts after the owner's last one. When it does not (a batch written again after
 its commit was reported failed; the nodes of ``roost up --nodes N``, which share the file, each
 writing a second of one owner's traffic), the chunks it would overlap are read, merged with it
-(a seq stored already keeps its stored record: a repeated seq does nothing, as the contract
-says) and written back. That costs more than an append, and stays correct. So an owner's
-records in seq order are its chunks in ``first_seq`` order, each read in order; a query finds
+(a record stored already keeps its stored text: a repeated record does nothing, as the
+contract says) and written back. That costs more than an append, and stays correct. So an owner's
+records in order are its chunks in ``first_seq`` order, each read in order; a query finds
 the first chunk of its range through the index on (owner, first_seq) and reads forward or
 backward until it has a page.
 
@@ -30,9 +32,6 @@ whole chunks before the time and rewrites the few that straddle it.
 ``every_record`` reads the records back one per row, as they were stored before schema
 version 4 (which dropped that table), for ``roost storage migrate``.
 
-Seqs are unique per owner here; in PostgreSQL, where a table row per record is the store,
-across owners too. The archiving node hands out seqs strictly increasing across owners, so the
-difference never shows.
 """
 
 from __future__ import annotations
@@ -68,6 +67,7 @@ _HIGHEST: Final = 2**63 - 1
 RECORD: Final = "\x1e"
 FIELD: Final = "\x1f"
 _Row = tuple[int, str, str, str, str]  # seq, id, with_jid (as given), direction, stanza
+_Key = tuple[int, str]  # seq, id: what a record is known by, and its place in the archive
 
 
 def _text(r: ArchiveRecord) -> str:
@@ -93,13 +93,16 @@ def _bare(jid: str) -> str:
 
 
 def _chunks(seqs: list[int]) -> Iterator[tuple[int, int]]:
-    """Slices [start, end) of ``seqs`` (sorted) as chunks within CHUNK_RECORDS and CHUNK_SPAN."""
+    """Slices [start, end) of ``seqs`` (sorted) as chunks within CHUNK_RECORDS and CHUNK_SPAN,
+    except that the records of one seq (from different nodes) always share a chunk."""
     start = 0
     while start < len(seqs):
         end = start + 1
         limit = seqs[start] + CHUNK_SPAN
         stop = min(len(seqs), start + CHUNK_RECORDS)
         while end < stop and seqs[end] <= limit:
+            end += 1
+        while end < len(seqs) and seqs[end] == seqs[end - 1]:
             end += 1
         yield start, end
         start = end
@@ -187,14 +190,14 @@ def _owner_last(connection: sqlite3.Connection, owner: str) -> int:
 def _append(
     connection: sqlite3.Connection, owner: str, records: list[ArchiveRecord], known: int | None
 ) -> int:
-    """Store an owner's new records, keeping its chunks apart and its seqs unique.
+    """Store an owner's new records, keeping its chunks apart and its records unique.
 
     ``known`` is the owner's last stored seq, or at least as high, if known; returns it
     after the records were stored.
     """
     seqs = [r.seq for r in records]
     if any(a >= b for a, b in zip(seqs, islice(seqs, 1, None), strict=False)):
-        records = _unique(sorted(records, key=_SEQ))  # sorted() is stable: the first stays
+        records = _unique(sorted(records, key=_KEY))  # sorted() is stable: the first stays
         seqs = [r.seq for r in records]
     first, last = seqs[0], seqs[-1]
     if known is None:
@@ -214,16 +217,18 @@ def _append(
     else:
         overlapping = []
     if overlapping:
-        merged: dict[int, tuple[str, str]] = {}
+        merged: dict[_Key, tuple[str, str]] = {}
         for _chunk, stored in overlapping:
             for text in stored.split(RECORD):
                 row = _row(text)
-                merged[row[0]] = (text, _bare(row[2]))
-        for seq, text, peer in zip(seqs, texts, peers, strict=True):
-            merged.setdefault(seq, (text, peer))  # a seq stored already keeps its record
-        seqs = sorted(merged)
-        texts = [merged[seq][0] for seq in seqs]
-        peers = [merged[seq][1] for seq in seqs]
+                merged[row[0], row[1]] = (text, _bare(row[2]))
+        for text, peer in zip(texts, peers, strict=True):
+            row = _row(text)  # the key as stored (an id could have been sanitized)
+            merged.setdefault((row[0], row[1]), (text, peer))  # a stored record stays
+        keys = sorted(merged)
+        seqs = [key[0] for key in keys]
+        texts = [merged[key][0] for key in keys]
+        peers = [merged[key][1] for key in keys]
         connection.executemany(
             "DELETE FROM archive_chunk WHERE chunk = ?", ((chunk,) for chunk, _text in overlapping)
         )
@@ -231,14 +236,14 @@ def _append(
     return max(known, last)
 
 
-_SEQ = attrgetter("seq")
+_KEY = attrgetter("seq", "id")
 
 
 def _unique(records: list[ArchiveRecord]) -> list[ArchiveRecord]:
-    """Sorted ``records`` without repeated seqs (the first of each stays)."""
+    """Sorted ``records`` without repeated ones (the first of each seq and id stays)."""
     kept = [records[0]]
     for r in islice(records, 1, None):
-        if r.seq != kept[-1].seq:
+        if r.seq != kept[-1].seq or r.id != kept[-1].id:
             kept.append(r)
     return kept
 
@@ -248,29 +253,27 @@ def last_seq(connection: sqlite3.Connection, _: str) -> int:
     return 0 if last is None else int(last)
 
 
-def _stored(connection: sqlite3.Connection, owner: str, seq: int) -> _Row | None:
-    """The owner's record of ``seq``, if stored."""
+def _stored(connection: sqlite3.Connection, owner: str, seq: int, archive_id: str) -> bool:
+    """Whether the owner's archive holds the record of ``seq`` and ``archive_id``."""
     found = connection.execute(
         "SELECT last_seq, records FROM archive_chunk WHERE owner = ? AND first_seq <= ?"
         " ORDER BY first_seq DESC LIMIT 1",
         (owner, seq),
     ).fetchone()
     if found is None or found[0] < seq:
-        return None
+        return False
     for text in found[1].split(RECORD):
         row = _row(text)
-        if row[0] == seq:
-            return row
-    return None
+        if row[0] == seq and row[1] == archive_id:
+            return True
+    return False
 
 
-def _archive_seq(connection: sqlite3.Connection, owner: str, archive_id: str) -> int:
-    """The seq of an id of the owner's archive; UnknownArchiveId when it holds no such id."""
+def _archive_key(connection: sqlite3.Connection, owner: str, archive_id: str) -> _Key:
+    """The key of an id of the owner's archive; UnknownArchiveId when it holds no such id."""
     seq = archive_id_seq(archive_id)
-    if seq is not None:
-        row = _stored(connection, owner, seq)
-        if row is not None and row[1] == archive_id:
-            return seq
+    if seq is not None and _stored(connection, owner, seq, archive_id):
+        return seq, archive_id
     raise UnknownArchiveId(archive_id)
 
 
@@ -279,9 +282,14 @@ def _micros(stamp: float) -> int:
 
 
 class _Filter:
-    """The filters of a query (not its page position), as a predicate on stored records."""
+    """The filters of a query (not its page position), as a predicate on stored records.
 
-    __slots__ = ("bare", "hi", "lo", "resource", "seqs")
+    ``lo`` and ``hi`` bound seqs, inclusively: the query's time range, and the part of the
+    archive a scan reads. ``after`` and ``before`` bound records by key, exclusively: the
+    records of one seq are told apart by their ids.
+    """
+
+    __slots__ = ("after", "bare", "before", "hi", "ids", "lo", "resource")
 
     def __init__(self, connection: sqlite3.Connection, owner: str, query: ArchiveQuery) -> None:
         self.bare: str | None = None
@@ -294,36 +302,51 @@ class _Filter:
             self.lo = max(self.lo, _micros(query.start))
         if query.end is not None:
             self.hi = min(self.hi, _micros(query.end))
+        self.after: _Key | None = None
+        self.before: _Key | None = None
         if query.after_id is not None:
-            self.lo = max(self.lo, _archive_seq(connection, owner, query.after_id) + 1)
+            self.after = _archive_key(connection, owner, query.after_id)
+            self.lo = max(self.lo, self.after[0])
         if query.before_id is not None:
-            self.hi = min(self.hi, _archive_seq(connection, owner, query.before_id) - 1)
-        self.seqs: frozenset[int] | None = None
+            self.before = _archive_key(connection, owner, query.before_id)
+            self.hi = min(self.hi, self.before[0])
+        self.ids: frozenset[str] | None = None
         if query.ids is not None:
-            self.seqs = frozenset(_archive_seq(connection, owner, i) for i in query.ids)
-            self.lo = max(self.lo, min(self.seqs, default=_HIGHEST))
-            self.hi = min(self.hi, max(self.seqs, default=_LOWEST))
+            keys = [_archive_key(connection, owner, i) for i in query.ids]
+            self.ids = frozenset(key[1] for key in keys)
+            self.lo = max(self.lo, min((key[0] for key in keys), default=_HIGHEST))
+            self.hi = min(self.hi, max((key[0] for key in keys), default=_LOWEST))
 
     def passes(self, row: _Row) -> bool:
         seq = row[0]
-        if not self.lo <= seq <= self.hi:
+        if not self.lo <= seq <= self.hi or not _between(row, self.after, self.before):
             return False
         if self.bare is not None:
             bare, _slash, resource = row[2].partition("/")
             if bare != self.bare or (self.resource is not None and resource != self.resource):
                 return False
-        return self.seqs is None or seq in self.seqs
+        return self.ids is None or row[1] in self.ids
+
+
+def _between(row: _Row, after: _Key | None, before: _Key | None) -> bool:
+    """Whether the record is after ``after`` and before ``before`` (where given)."""
+    if after is not None and (row[0] < after[0] or (row[0] == after[0] and row[1] <= after[1])):
+        return False
+    return before is None or row[0] < before[0] or (row[0] == before[0] and row[1] < before[1])
 
 
 def _scan(
     connection: sqlite3.Connection,
     owner: str,
     matches: _Filter,
-    lo: int,
-    hi: int,
     backward: bool,
+    after: _Key | None = None,
+    before: _Key | None = None,
 ) -> Iterator[_Row]:
-    """The owner's records within [lo, hi] passing ``matches``, in seq order or backward."""
+    """The owner's records passing ``matches`` and between the page position's ``after`` and
+    ``before`` (where given), in order or backward."""
+    lo = matches.lo if after is None else max(matches.lo, after[0])
+    hi = matches.hi if before is None else min(matches.hi, before[0])
     if lo > hi:
         return
     where = (
@@ -345,7 +368,7 @@ def _scan(
             texts.reverse()
         for record in texts:
             row = _row(record)
-            if lo <= row[0] <= hi and matches.passes(row):
+            if lo <= row[0] <= hi and matches.passes(row) and _between(row, after, before):
                 yield row
 
 
@@ -354,21 +377,14 @@ def query_page(connection: sqlite3.Connection, owner: str, query: ArchiveQuery) 
     count: int | None = None
     if query.count:
         cap = max(query.count_limit, 0)
-        found = sum(
-            1
-            for _row in islice(
-                _scan(connection, owner, matches, matches.lo, matches.hi, False), cap + 1
-            )
-        )
+        found = sum(1 for _row in islice(_scan(connection, owner, matches, False), cap + 1))
         count = found if found <= cap else None
-    lo, hi = matches.lo, matches.hi
-    if query.after is not None:
-        lo = max(lo, _archive_seq(connection, owner, query.after) + 1)
-    if query.before is not None:
-        hi = min(hi, _archive_seq(connection, owner, query.before) - 1)
+    after = None if query.after is None else _archive_key(connection, owner, query.after)
+    before = None if query.before is None else _archive_key(connection, owner, query.before)
     limit = max(query.limit, 0)
     # One more than asked tells whether the page is the last.
-    rows = list(islice(_scan(connection, owner, matches, lo, hi, query.backward), limit + 1))
+    scan = _scan(connection, owner, matches, query.backward, after, before)
+    rows = list(islice(scan, limit + 1))
     complete = len(rows) <= limit
     del rows[limit:]
     if query.backward:
