@@ -18,6 +18,10 @@ once; a stanza can arrive twice only when a node dies between delivering it and 
 ``Forward.local`` asks the receiving node to run its own routing for the stanza restricted to
 its own sessions (presence probes: each node answers for the sessions it holds).
 
+A :class:`Notice` names a user and an event for the receiving node's modules (the hook
+``cluster.<event>``, with the user's bare JID): offline storage tells the node of a user's
+session that a message was stored after that session may have read the user's queue.
+
 Cost. A forwarded stanza is written to the client as the text the sending node made of it,
 not serialized again: the receiving node still parses it (the hooks on its way read it, and
 the text must be known to be exactly one well-formed element before it goes verbatim into a
@@ -68,7 +72,12 @@ class Done(msgspec.Struct, array_like=True, tag="done", frozen=True):
     seqs: list[int]
 
 
-RouteMessage = Forward | Done
+class Notice(msgspec.Struct, array_like=True, tag="notice", frozen=True):
+    event: str
+    user: str
+
+
+RouteMessage = Forward | Done | Notice
 Token = tuple[str, int]  # (node that forwarded, its sequence number)
 
 
@@ -149,6 +158,11 @@ class Forwarder:
             del self._inflight[node][seq]
             self._reroute_soon([(to, text)])
 
+    def notify(self, node: str, event: str, user: str) -> None:
+        """Run the hook ``cluster.<event>`` with ``user`` on ``node`` (not acknowledged: a
+        notice to a node that went down is moot, its sessions went with it)."""
+        self.mesh.send(node, CHANNEL, Notice(event, user))
+
     def _peer_down(self, peer: Peer) -> None:
         pending = self._inflight.pop(peer.name, None)
         self._done.pop(peer.name, None)
@@ -187,6 +201,9 @@ class Forwarder:
             if inflight is not None:
                 for seq in message.seqs:
                     inflight.pop(seq, None)
+            return
+        if isinstance(message, Notice):
+            self._server.hooks.run(f"cluster.{message.event}", message.user)
             return
         self.received += 1
         try:

@@ -61,7 +61,13 @@ class ClusterNode:
         self.sessions: ScopeDriver[str, Member] = ScopeDriver(
             self.mesh, SESSIONS_SCOPE, str, Member
         )
-        self.registry = ClusterRegistry(self.sessions, self.forwarder, conflict)
+        self.registry = ClusterRegistry(
+            self.sessions,
+            self.forwarder,
+            conflict,
+            # A session elsewhere that can take offline messages (priority >= 0) appeared.
+            on_available=lambda route: server.hooks.run("cluster.remote_available", route),
+        )
         self.forwarder.attach(self.registry)
 
     async def start(self) -> None:

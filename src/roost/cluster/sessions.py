@@ -74,11 +74,13 @@ class ClusterRegistry:
         driver: ScopeDriver[str, Member],
         forwarder: Forwarder,
         on_conflict: Callable[[Route], None],
+        on_available: Callable[[RemoteRoute], None] = lambda _route: None,
     ) -> None:
         self.node = driver.mesh.node
         self._driver = driver
         self._forwarder = forwarder
         self._on_conflict = on_conflict
+        self._on_available = on_available
         self._local = SessionRegistry()
         self._members: dict[int, tuple[str, Member]] = {}  # id(route) -> (group, member)
         self._remote: dict[str, dict[str, RemoteRoute]] = {}
@@ -222,6 +224,8 @@ class ClusterRegistry:
             local = self._local.get(jid)
             if local is not None:
                 self._resolve(local, route)
+            if route.available and route.priority >= 0:
+                self._on_available(route)
 
     def _left(self, group: str, members: tuple[Member, ...]) -> None:
         routes = self._remote.get(group)

@@ -21,7 +21,19 @@ and live messages in the order the server accepted them. The read waits for the 
 that user still under way: a message routed to storage just before the user came online
 would otherwise be stored only after the read, and stay there while later ones were
 delivered live. Messages are deleted from storage after they were written to the client's
-stream.
+stream. Reads for one user run one after the other, so that two of them never write the same
+stored message.
+
+In a cluster, the store may be on one node and the user's new session on another, whose read
+cannot wait for stores it does not know of. A message stored after that read would stay in
+storage, behind later messages delivered live, until the user's next login. So the storing
+node tells the node of every session of the user that can take offline messages (priority
+0 or more) to read the queue again (``cluster.offline_stored``, a
+:class:`~roost.cluster.forwarding.Notice`): when a store ends and such a session is known,
+and when such a session becomes known to it within ``RECHECK_FOR`` seconds of a store to that
+user (the session's node may have read the queue before the store was done). A read that
+finds nothing costs one query; a read too many never delivers a message twice, because reads
+of one user are serialized and each deletes what it wrote.
 """
 
 from __future__ import annotations
@@ -43,6 +55,10 @@ from roost.xmpp import errors, ns
 from roost.xmpp.element import Element
 from roost.xmpp.jid import JID
 from roost.xmpp.parser import parse_element
+
+# Seconds after a store during which a session of the user appearing on another node is told
+# to read the queue again: longer than pg takes to spread a session, by far.
+RECHECK_FOR = 30.0
 
 # XEP-0334 hints that keep a message out of storage.
 _NO_STORE = ("no-store", "no-permanent-store")
@@ -77,8 +93,13 @@ class OfflineModule(Module):
 
     def start(self) -> None:
         self._storing: dict[str, asyncio.Task[None]] = {}  # user -> the last store under way
+        self._reading: dict[str, asyncio.Task[None]] = {}  # user -> the last read under way
+        self._stored_at: dict[str, float] = {}  # user -> when a store last ended, oldest first
         self.hook("router.offline", self._store)
         self.hook("c2s.available", self._on_available)
+        if self.server.cluster is not None:
+            self.hook("cluster.remote_available", self._remote_available)
+            self.hook("cluster.offline_stored", self._read_again)
         self.every(EXPIRY_INTERVAL, self._expire_soon)
 
     def _store(self, stanza: Element, to: JID) -> Any:
@@ -138,6 +159,46 @@ class OfflineModule(Module):
             )
         )
         await storage.store_offline(user, stored.to_str(), now, stanza.attrs.get("from", ""))
+        if self.server.cluster is not None:
+            self._stored_in_cluster(user)
+
+    # -- the cluster: a store and a read on different nodes ------------------------------------
+
+    def _stored_in_cluster(self, user: str) -> None:
+        now = time.monotonic()
+        stored_at = self._stored_at
+        stored_at.pop(user, None)
+        stored_at[user] = now
+        while True:  # oldest first: stop at the first recent one (the user's own, at worst)
+            oldest = next(iter(stored_at))
+            if now - stored_at[oldest] <= RECHECK_FOR:
+                break
+            del stored_at[oldest]
+        nodes = {
+            node
+            for route in self.server.sessions.routes(user)
+            if (node := getattr(route, "node", None)) is not None
+            and route.available
+            and route.priority >= 0
+        }
+        for node in nodes:
+            self._notify(node, user)
+
+    def _remote_available(self, route: Any) -> None:
+        user = route.jid.bare_str
+        when = self._stored_at.get(user)
+        if when is not None and time.monotonic() - when <= RECHECK_FOR:
+            self._notify(route.node, user)
+
+    def _notify(self, node: str, user: str) -> None:
+        cluster = self.server.cluster
+        assert cluster is not None
+        cluster.forwarder.notify(node, "offline_stored", user)
+
+    def _read_again(self, user: str) -> None:
+        for route in self.server.sessions.routes(user):
+            if isinstance(route, C2SSession) and route.available and route.priority >= 0:
+                self.server.spawn(self._deliver(route))
 
     def _on_available(
         self, pending: list[Awaitable[Any]], session: C2SSession
@@ -147,6 +208,21 @@ class OfflineModule(Module):
         return pending
 
     async def _deliver(self, session: C2SSession) -> None:
+        """Read the user's stored messages to ``session``, after any read to that user under
+        way (two at once would both write the messages neither had deleted yet)."""
+        user = session.jid.bare_str
+        read = asyncio.ensure_future(self._read(session, self._reading.get(user)))
+        self._reading[user] = read
+        read.add_done_callback(lambda done: self._read_done(user, done))
+        await read
+
+    def _read_done(self, user: str, read: asyncio.Task[None]) -> None:
+        if self._reading.get(user) is read:
+            del self._reading[user]
+
+    async def _read(self, session: C2SSession, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait((before,))
         storage = self.server.storage
         user = session.jid.bare_str
         session.hold()
