@@ -34,7 +34,8 @@ what goes to the contact.
 
 Ids and order (see also :mod:`roost.storage.base`). Every archived message gets a *seq*: the
 time it was handled in microseconds since the epoch, strictly increasing on this node (two in
-one microsecond get consecutive values) and started above the last seq stored, so that a clock
+one microsecond get consecutive values; the sender's and the recipient's copy of a message,
+in two archives, share seq and id) and started above the last seq stored, so that a clock
 stepped back while the server was down cannot put new messages before old ones. The seq is the
 archive's order (XEP-0313 §3.1: arrival order), its time (the stamp is ``seq / 1e6``, exact to
 the microsecond both ways), and the first 13 hex digits of the id; the other 12 are this

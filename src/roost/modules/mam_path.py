@@ -70,9 +70,11 @@ class MessagePath:
         self.sequenced = False
         self.writing = False  # the module's writer task runs
         # The last stanza serialized: the sender's and the recipient's copy share the text,
-        # and the recipient's copy as delivered is made from it (Stamped).
+        # and the recipient's copy as delivered is made from it (Stamped). They also share
+        # their archive id and seq, in two archives (see mam.py).
         self._text_of: Element | None = None
         self._text: SerializedText = NO_TEXT
+        self._id: tuple[str, int] = ("", 0)
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -176,7 +178,8 @@ class MessagePath:
             # The sender's copy was serialized moments ago when this is the recipient's.
             self._text_of = stanza
             self._text = (stanza.to_str(), stanza.attrs.copy(), stanza.children.copy())
-        archive_id, seq = self.ids.next()
+            self._id = self.ids.next()
+        archive_id, seq = self._id
         buffer.append(ArchiveRecord(owner, seq, archive_id, with_jid, direction, self._text[0]))
         self.buffered += 1
         if not self.writing:

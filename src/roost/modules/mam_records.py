@@ -75,15 +75,14 @@ class Stamped(Element):
         # What Element._write makes of the stanza-id, unescaped: ``owner`` is a parsed bare
         # JID, in which RFC 7622 allows none of the characters escaping would change (the
         # localpart forbids them, the domain is a host name), and the id is hex digits.
-        self._stamp = "<stanza-id xmlns='" + wire.SID + "' by='" + owner + "' id='" + archive_id
-        self._stamp += "'/>"
+        self._stamp = f"<stanza-id xmlns='{wire.SID}' by='{owner}' id='{archive_id}'/>"
 
     def to_str(self, parent_xmlns: str = ns.CLIENT) -> str:
         children = self.children
         sid = self._sid
         attrs = sid.attrs
         text = self._text
-        close = "</" + self.name + ">"
+        close = f"</{self.name}>"
         if (
             parent_xmlns == ns.CLIENT
             and children
@@ -99,7 +98,7 @@ class Stamped(Element):
             and children[:-1] == self._children_then
             and text.endswith(close)
         ):
-            return text[: len(text) - len(close)] + self._stamp + close
+            return f"{text[: len(text) - len(close)]}{self._stamp}{close}"
         return super().to_str(parent_xmlns)
 
 
