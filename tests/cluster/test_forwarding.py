@@ -275,3 +275,18 @@ async def test_an_unreadable_stanza_is_dropped_and_confirmed(
         await sender.confirmed()
         assert receiver.statistics()["received"] == 2
         assert any("unreadable forwarded stanza" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_node_without_notices_ignores_them_and_keeps_the_link(tmp_path: Path) -> None:
+    # A node of an older version has no subscriber for notices: they are not frames it
+    # cannot decode on the route channel, which would cost the link (and reroute everything).
+    session = _Session()
+    async with LocalCluster(tmp_path, ["a", "b"]) as cluster:
+        sender, receiver = await _pair(cluster, session)
+        receiver.mesh.unsubscribe(forwarding.NOTICE_CHANNEL)
+        sender.notify("b", "offline_stored", "bob@example.com")
+        sender.forward("b", "bob@example.com/r", parse_element(CHAT))
+        assert await session.next() == CHAT.encode()
+        await sender.confirmed()
+        assert receiver.mesh.statistics().unrouted == 1
+        assert sender.statistics()["rerouted"] == 0

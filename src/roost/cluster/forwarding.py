@@ -20,7 +20,9 @@ its own sessions (presence probes: each node answers for the sessions it holds).
 
 A :class:`Notice` names a user and an event for the receiving node's modules (the hook
 ``cluster.<event>``, with the user's bare JID): offline storage tells the node of a user's
-session that a message was stored after that session may have read the user's queue.
+session that a message was stored after that session may have read the user's queue. Notices
+have a channel of their own: a node of an older version has no subscriber for it and ignores
+them, where a message it cannot decode on ``route`` would be a corrupt frame and cost the link.
 
 Cost. A forwarded stanza is written to the client as the text the sending node made of it,
 not serialized again: the receiving node still parses it (the hooks on its way read it, and
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "route"
+NOTICE_CHANNEL: Final = "notice"
 # Bytes a StanzaReader's parser reads before it is replaced: expat keeps every attribute name
 # it has seen and its input buffer at the largest stanza, for as long as it lives.
 RENEW_AFTER: Final = 1 << 20
@@ -72,12 +75,14 @@ class Done(msgspec.Struct, array_like=True, tag="done", frozen=True):
     seqs: list[int]
 
 
-class Notice(msgspec.Struct, array_like=True, tag="notice", frozen=True):
+RouteMessage = Forward | Done
+
+
+class Notice(msgspec.Struct, array_like=True, frozen=True):
     event: str
     user: str
 
 
-RouteMessage = Forward | Done | Notice
 Token = tuple[str, int]  # (node that forwarded, its sequence number)
 
 
@@ -140,6 +145,7 @@ class Forwarder:
         self.rerouted = 0
         self._reader = StanzaReader(mesh.max_frame_size)
         mesh.subscribe(CHANNEL, self._receive, type=RouteMessage)
+        mesh.subscribe(NOTICE_CHANNEL, self._notice, type=Notice)
         mesh.on_peer_down(self._peer_down)
 
     def attach(self, registry: ClusterRegistry) -> None:
@@ -161,7 +167,7 @@ class Forwarder:
     def notify(self, node: str, event: str, user: str) -> None:
         """Run the hook ``cluster.<event>`` with ``user`` on ``node`` (not acknowledged: a
         notice to a node that went down is moot, its sessions went with it)."""
-        self.mesh.send(node, CHANNEL, Notice(event, user))
+        self.mesh.send(node, NOTICE_CHANNEL, Notice(event, user))
 
     def _peer_down(self, peer: Peer) -> None:
         pending = self._inflight.pop(peer.name, None)
@@ -202,9 +208,6 @@ class Forwarder:
                 for seq in message.seqs:
                     inflight.pop(seq, None)
             return
-        if isinstance(message, Notice):
-            self._server.hooks.run(f"cluster.{message.event}", message.user)
-            return
         self.received += 1
         try:
             stanza = self._reader.read(message.stanza)
@@ -237,6 +240,9 @@ class Forwarder:
             server.delivery_token = None
         if unclaimed:
             self.confirm([token])  # written out directly: nothing more to wait for
+
+    def _notice(self, node: str, notice: Notice) -> None:
+        self._server.hooks.run(f"cluster.{notice.event}", notice.user)
 
     def _finish(self, pending: Awaitable[Any] | None, token: Token) -> None:
         if pending is None:
