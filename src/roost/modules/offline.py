@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,14 +86,46 @@ def storable(stanza: Element) -> bool:
 log = logging.getLogger(__name__)
 
 
+class InTurn:
+    """Work for one user at a time, in the order it was asked for: each piece is a task that
+    first waits for the one asked for before it (whose outcome is its own)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Task[None]] = {}  # user -> the last piece asked for
+
+    def add(self, user: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Start ``work()`` once the user's earlier work is done; its task, under way now."""
+        task = asyncio.ensure_future(self._after(self._last.get(user), work))
+        self._last[user] = task
+        task.add_done_callback(lambda done: self._done(user, done))
+        return task
+
+    async def done(self, user: str) -> None:
+        """Return once every piece of work for ``user`` asked for so far is done."""
+        while (last := self._last.get(user)) is not None:
+            await asyncio.wait((last,))
+
+    @staticmethod
+    async def _after(
+        before: asyncio.Task[None] | None, work: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        if before is not None:
+            await asyncio.wait((before,))
+        await work()
+
+    def _done(self, user: str, task: asyncio.Task[None]) -> None:
+        if self._last.get(user) is task:
+            del self._last[user]
+
+
 @register_module
 class OfflineModule(Module):
     name = "offline"
     server_features = (ns.OFFLINE,)
 
     def start(self) -> None:
-        self._storing: dict[str, asyncio.Task[None]] = {}  # user -> the last store under way
-        self._reading: dict[str, asyncio.Task[None]] = {}  # user -> the last read under way
+        self._stores = InTurn()
+        self._reads = InTurn()
         self._stored_at: dict[str, float] = {}  # user -> when a store last ended, oldest first
         self.hook("router.offline", self._store)
         self.hook("c2s.available", self._on_available)
@@ -105,28 +137,11 @@ class OfflineModule(Module):
     def _store(self, stanza: Element, to: JID) -> Any:
         if not storable(stanza):
             return None  # chat states and no-store hints are not kept (XEP-0085, XEP-0334)
-        user = to.bare_str
         # A task, not a coroutine left to the caller: under way from the moment it is routed,
         # for the next store and the next delivery to that user to wait for.
-        store = asyncio.ensure_future(self._store_message(stanza, to, self._storing.get(user)))
-        self._storing[user] = store
-        store.add_done_callback(lambda done: self._stored(user, done))
-        return Stop(store)
+        return Stop(self._stores.add(to.bare_str, lambda: self._store_message(stanza, to)))
 
-    def _stored(self, user: str, store: asyncio.Task[None]) -> None:
-        if self._storing.get(user) is store:
-            del self._storing[user]
-
-    async def _stores_done(self, user: str) -> None:
-        """Return once every store to ``user`` routed so far is done (stored or bounced)."""
-        while (store := self._storing.get(user)) is not None:
-            await asyncio.wait((store,))
-
-    async def _store_message(
-        self, stanza: Element, to: JID, before: asyncio.Task[None] | None
-    ) -> None:
-        if before is not None:
-            await asyncio.wait((before,))  # its outcome is its own sender's to hear
+    async def _store_message(self, stanza: Element, to: JID) -> None:
         try:
             await self._try_store(stanza, to)
         except StorageError as exc:
@@ -210,24 +225,14 @@ class OfflineModule(Module):
     async def _deliver(self, session: C2SSession) -> None:
         """Read the user's stored messages to ``session``, after any read to that user under
         way (two at once would both write the messages neither had deleted yet)."""
-        user = session.jid.bare_str
-        read = asyncio.ensure_future(self._read(session, self._reading.get(user)))
-        self._reading[user] = read
-        read.add_done_callback(lambda done: self._read_done(user, done))
-        await read
+        await self._reads.add(session.jid.bare_str, lambda: self._read(session))
 
-    def _read_done(self, user: str, read: asyncio.Task[None]) -> None:
-        if self._reading.get(user) is read:
-            del self._reading[user]
-
-    async def _read(self, session: C2SSession, before: asyncio.Task[None] | None) -> None:
-        if before is not None:
-            await asyncio.wait((before,))
+    async def _read(self, session: C2SSession) -> None:
         storage = self.server.storage
         user = session.jid.bare_str
         session.hold()
         try:
-            await self._stores_done(user)
+            await self._stores.done(user)
             while True:
                 messages = await storage.fetch_offline(user, 500)
                 if not messages:
